@@ -1,0 +1,16 @@
+import type { Address, ConnectionEvent, NodeId, TransportStats } from "../net/transport.ts";
+
+/** Messages between `faultline up` (the supervisor) and the `faultline node` processes it runs. */
+export type ToSupervisor =
+  | { type: "listening"; id: NodeId; address: Address; boot: string }
+  | { type: "status"; id: NodeId; at: number; peers: Record<NodeId, PeerStatus>; stats: TransportStats }
+  | { type: "connection"; id: NodeId; event: ConnectionEvent };
+
+export type ToNode = { type: "peers"; peers: Record<NodeId, Address> };
+
+export interface PeerStatus {
+  connection: "connected" | "connecting" | "idle" | "unknown";
+  rtt?: number;
+  /** Milliseconds since the last pong, when there has been one. */
+  sinceMs?: number;
+}

@@ -1,0 +1,36 @@
+import { Command, CommanderError } from "commander";
+import { isFaultlineError } from "../runtime/errors.ts";
+import { registerNode } from "./node-command.ts";
+import { registerSim } from "./sim-command.ts";
+import { registerUp } from "./up-command.ts";
+
+export function buildProgram(): Command {
+  const program = new Command("faultline")
+    .description("typed, fast failure detection and the building blocks that react to it")
+    .version("0.1.0")
+    .showHelpAfterError()
+    .exitOverride();
+  registerUp(program);
+  registerNode(program);
+  registerSim(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    if (isFaultlineError(e)) {
+      console.error(`faultline: ${e.message} [${e.code}]`);
+      process.exitCode = 2;
+      return;
+    }
+    throw e;
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,108 @@
+import type { Command } from "commander";
+import { z } from "zod";
+import { TcpTransport } from "../net/tcp-transport.ts";
+import type { Address, NodeId } from "../net/transport.ts";
+import { realClock } from "../runtime/clock.ts";
+import { createLogger } from "../runtime/logger.ts";
+import { createRng } from "../runtime/rng.ts";
+import { PingNode } from "../sim/ping.ts";
+import type { PeerStatus, ToNode, ToSupervisor } from "./ipc.ts";
+import { duration, parseClusterKey, port, validate } from "./options.ts";
+
+const NodeOptions = z.object({
+  id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
+  host: z.string().min(1),
+  port,
+  peers: z.string().optional(),
+  interval: duration,
+  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
+});
+
+/** "n2=127.0.0.1:7002,n3=127.0.0.1:7003" -> peer table. */
+export function parsePeers(text: string | undefined): Record<NodeId, Address> {
+  const out: Record<NodeId, Address> = {};
+  if (!text) return out;
+  for (const part of text.split(",").filter(Boolean)) {
+    const m = /^([^=]+)=(.+):(\d+)$/.exec(part.trim());
+    if (!m) throw new Error(`--peers entry "${part}" is not id=host:port`);
+    out[m[1]!] = { host: m[2]!, port: Number(m[3]) };
+  }
+  return out;
+}
+
+export function registerNode(program: Command): void {
+  program
+    .command("node")
+    .description("run one faultline node over TCP (what `faultline up` starts five of)")
+    .requiredOption("--id <id>", "this node's id")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--port <port>", "port to listen on (0: any free port)", "0")
+    .option("--peers <list>", "peers as id=host:port,id=host:port")
+    .option("--interval <time>", "ping interval", "250ms")
+    .option("--log-level <level>", "log level (logs go to stderr)", "warn")
+    .addHelpText("after", "\nThe cluster key comes from FAULTLINE_CLUSTER_KEY (hex, the same on every node).")
+    .action(async (raw) => {
+      const o = validate(NodeOptions, raw, "node options");
+      await runNode({ ...o, key: parseClusterKey(process.env.FAULTLINE_CLUSTER_KEY) });
+    });
+}
+
+async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promise<void> {
+  const logger = createLogger({ level: o.logLevel, name: o.id, fd: 2 });
+  const peers = parsePeers(o.peers);
+  const transport = new TcpTransport({ id: o.id, clusterKey: o.key, host: o.host, port: o.port, peers, logger });
+  const supervised = typeof process.send === "function";
+  const tell = (m: ToSupervisor) => {
+    if (supervised && process.connected) process.send!(m);
+    else console.log(JSON.stringify(m));
+  };
+  await transport.start();
+  const rng = createRng((Math.random() * 2 ** 32) >>> 0);
+  let ping: PingNode | undefined;
+  const startPing = (ids: NodeId[]) => {
+    ping?.stop();
+    // Every peer every interval: the live view then shows each path's RTT at the same freshness.
+    ping = new PingNode(
+      { id: o.id, peers: ids, clock: realClock, rng, transport },
+      { intervalMs: o.interval, burst: ids.length },
+    );
+    ping.start();
+  };
+  transport.on("connection", (event) => tell({ type: "connection", id: o.id, event }));
+  tell({ type: "listening", id: o.id, address: transport.address(), boot: transport.boot });
+  if (Object.keys(peers).length > 0) startPing(Object.keys(peers));
+
+  const status = setInterval(() => {
+    const now = realClock.now();
+    const view: Record<NodeId, PeerStatus> = {};
+    for (const [peer, v] of ping?.view ?? []) {
+      const s: PeerStatus = { connection: transport.peerState(peer) };
+      if (v.rtt !== undefined) s.rtt = v.rtt;
+      if (v.lastPong !== undefined) s.sinceMs = now - v.lastPong;
+      view[peer] = s;
+    }
+    tell({ type: "status", id: o.id, at: now, peers: view, stats: transport.stats() });
+  }, 250);
+
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(status);
+    ping?.stop();
+    await transport.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+  if (supervised) {
+    // The supervisor's death (even by SIGKILL) closes the IPC channel: never outlive it.
+    process.on("disconnect", shutdown);
+    process.on("message", (m: ToNode) => {
+      if (m.type === "peers") {
+        for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
+        startPing(Object.keys(m.peers).filter((id) => id !== o.id));
+      }
+    });
+  }
+}

@@ -1,0 +1,54 @@
+import { z } from "zod";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
+
+/** "1500", "1500ms", "30s", "2m" -> milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new Error(`"${text}" is not a duration: use e.g. 500ms, 30s, 2m`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? "ms";
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!;
+}
+
+export const duration = z.string().transform((s, ctx) => {
+  try {
+    return parseDuration(s);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+export const intString = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+export const port = intString(0, 65535);
+
+/** Validate CLI options with zod; a failure becomes a FL_BAD_CONFIG error a person can act on. */
+export function validate<T extends z.ZodType>(schema: T, input: unknown, what: string): z.output<T> {
+  const r = schema.safeParse(input);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => `  --${i.path.join(".")}: ${i.message}`);
+  throw new FaultlineError(ErrorCode.BadConfig, `invalid ${what}:\n${lines.join("\n")}`);
+}
+
+/** The cluster key: 64 hex characters (32 bytes), from an option or FAULTLINE_CLUSTER_KEY. */
+export function parseClusterKey(hex: string | undefined): Buffer {
+  if (!hex) {
+    throw new FaultlineError(
+      ErrorCode.BadConfig,
+      "no cluster key: set FAULTLINE_CLUSTER_KEY to 64 hex characters (e.g. `openssl rand -hex 32`), the same on every node",
+    );
+  }
+  if (!/^[0-9a-fA-F]{32,}$/.test(hex) || hex.length % 2 !== 0) {
+    throw new FaultlineError(
+      ErrorCode.BadConfig,
+      "the cluster key must be an even number (>= 32) of hex characters, e.g. from `openssl rand -hex 32`",
+    );
+  }
+  return Buffer.from(hex, "hex");
+}

@@ -1,0 +1,231 @@
+import type { Socket } from "node:net";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import { FrameError } from "../runtime/errors.ts";
+import {
+  FrameReader,
+  FrameType,
+  openFrame,
+  sealBatch,
+  sealFrame,
+  splitBatch,
+  verifyFrame,
+} from "../runtime/frame.ts";
+import {
+  decodeHello,
+  deriveKeys,
+  encodeHello,
+  HANDSHAKE_MAX_FRAME,
+  HANDSHAKE_VERSION,
+  type Hello,
+  newNonce,
+} from "./tcp-handshake.ts";
+import type { Address, ConnectionEventKind, NodeId } from "./transport.ts";
+
+/** What a connection needs from the transport that owns it. */
+export interface ConnectionHost {
+  readonly id: NodeId;
+  readonly boot: string;
+  readonly clusterKey: Uint8Array;
+  readonly clock: Clock;
+  readonly maxFrameBytes: number;
+  readonly handshakeTimeoutMs: number;
+  listenAddress(): Address | undefined;
+  /** Acceptor side: may this authenticated HELLO become the connection to its sender? */
+  admit(conn: TcpConnection, hello: Hello): boolean;
+  opened(conn: TcpConnection): void;
+  messages(conn: TcpConnection, messages: Buffer[]): void;
+  badFrame(conn: TcpConnection, err: FrameError): void;
+  handshakeFailed(conn: TcpConnection, why: string): void;
+  drained(conn: TcpConnection): void;
+  /** Called exactly once, when the socket is gone. */
+  ended(conn: TcpConnection, kind: ConnectionEventKind, code?: string): void;
+}
+
+type State = "connecting" | "handshake" | "open" | "closed";
+
+const UNREACHABLE = new Set(["EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN"]);
+
+function classify(code: string | undefined): ConnectionEventKind {
+  if (code === undefined) return "closed";
+  if (code === "ECONNREFUSED") return "refused";
+  if (code === "ECONNRESET" || code === "EPIPE") return "reset";
+  if (code === "ETIMEDOUT" || code === "FL_TIMEOUT") return "timeout";
+  if (UNREACHABLE.has(code)) return "unreachable";
+  return "closed";
+}
+
+/**
+ * One TCP connection: the HELLO exchange, then authenticated Data frames with per-direction keys
+ * and implicit sequence numbers. Any frame error closes the connection (a byte stream that failed
+ * once cannot be trusted to be in sync) and is reported to the host, never thrown.
+ */
+export class TcpConnection {
+  state: State;
+  peer: NodeId | undefined;
+  peerBoot: string | undefined;
+  peerAddress: Address | undefined;
+  /** Set by the transport when it replaces or rejects this connection: its end is not news. */
+  superseded = false;
+  /** The socket's write buffer is full; wait for drain. */
+  blocked = false;
+  readonly remote: string;
+
+  private readonly reader = new FrameReader(HANDSHAKE_MAX_FRAME);
+  private readonly nonce = newNonce();
+  private sendKey: Buffer | undefined;
+  private recvKey: Buffer | undefined;
+  private sendSeq = 0;
+  private recvSeq = 0;
+  private errorCode: string | undefined;
+  private timer: Timer | undefined;
+
+  constructor(
+    private readonly host: ConnectionHost,
+    readonly socket: Socket,
+    readonly dir: "out" | "in",
+    expectedPeer?: NodeId,
+  ) {
+    this.peer = expectedPeer;
+    this.state = dir === "out" ? "connecting" : "handshake";
+    this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      this.errorCode ??= err.code ?? "EUNKNOWN";
+    });
+    socket.on("close", () => this.onClose());
+    socket.on("drain", () => {
+      this.blocked = false;
+      if (this.state === "open") host.drained(this);
+    });
+    this.timer = host.clock.setTimer(host.handshakeTimeoutMs, () => {
+      this.timer = undefined;
+      if (this.state !== "open" && this.state !== "closed") {
+        this.errorCode ??= "FL_TIMEOUT";
+        if (this.state === "handshake") host.handshakeFailed(this, "handshake timed out");
+        this.destroy();
+      }
+    });
+    if (dir === "out") socket.on("connect", () => this.onConnect());
+  }
+
+  /** Send a batch of encoded messages. Returns false when the socket buffer is full (backpressure). */
+  sendBatch(messages: readonly Buffer[]): boolean {
+    if (this.state !== "open" || !this.sendKey) return false;
+    const frame = sealBatch(messages, this.sendKey, this.sendSeq++);
+    const ok = this.socket.write(frame);
+    if (!ok) this.blocked = true;
+    return ok;
+  }
+
+  destroy(): void {
+    if (this.state === "closed") return;
+    this.socket.destroy();
+  }
+
+  private onConnect(): void {
+    if (this.state !== "connecting") return;
+    this.state = "handshake";
+    this.writeHello({ to: this.peer! });
+  }
+
+  private writeHello(fields: { to: NodeId; echo?: Uint8Array }): void {
+    const hello: Hello = {
+      v: HANDSHAKE_VERSION,
+      from: this.host.id,
+      to: fields.to,
+      boot: this.host.boot,
+      nonce: this.nonce,
+      ...(fields.echo ? { echo: fields.echo } : {}),
+    };
+    const addr = this.host.listenAddress();
+    if (addr) hello.addr = addr;
+    this.socket.write(sealFrame(FrameType.Hello, encodeHello(hello), this.host.clusterKey));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === "closed") return;
+    this.reader.push(chunk);
+    try {
+      for (;;) {
+        if (this.socket.destroyed) return;
+        const frame = this.reader.next();
+        if (!frame) return;
+        if (this.state === "open") this.onDataFrame(frame);
+        else if (this.state === "handshake") this.onHelloFrame(frame);
+        else throw new FrameError("bad-type", "data arrived before the connection was established");
+      }
+    } catch (e) {
+      if (e instanceof FrameError) this.host.badFrame(this, e);
+      else this.host.badFrame(this, new FrameError("bad-payload", String(e), { cause: e }));
+      this.errorCode ??= "FL_BAD_FRAME";
+      this.destroy();
+    }
+  }
+
+  private onHelloFrame(frame: Buffer): void {
+    const { type, payload } = openFrame(frame, this.host.clusterKey, HANDSHAKE_MAX_FRAME);
+    if (type !== FrameType.Hello) throw new FrameError("bad-type", `expected HELLO, got frame type ${type}`);
+    const hello = decodeHello(payload, this.dir === "out");
+    if (hello.to !== this.host.id) {
+      this.fail(`peer "${hello.from}" believes it is talking to "${hello.to}", but this node is "${this.host.id}"`);
+      return;
+    }
+    if (hello.from === this.host.id) {
+      this.fail(`peer claims this node's own id "${hello.from}": two nodes share an id?`);
+      return;
+    }
+    if (this.dir === "out") {
+      if (hello.from !== this.peer) {
+        this.fail(`dialed "${this.peer}" but "${hello.from}" answered: check the peer's address`);
+        return;
+      }
+      if (!Buffer.from(hello.echo!).equals(this.nonce)) throw new FrameError("bad-mac", "HELLO reply is not for this connection (replayed?)");
+      const keys = deriveKeys(this.host.clusterKey, this.nonce, hello.nonce);
+      this.sendKey = keys.dialerToAcceptor;
+      this.recvKey = keys.acceptorToDialer;
+    } else {
+      this.peer = hello.from;
+      if (!this.host.admit(this, hello)) {
+        this.superseded = true;
+        this.destroy();
+        return;
+      }
+      this.writeHello({ to: hello.from, echo: hello.nonce });
+      const keys = deriveKeys(this.host.clusterKey, hello.nonce, this.nonce);
+      this.sendKey = keys.acceptorToDialer;
+      this.recvKey = keys.dialerToAcceptor;
+    }
+    this.peerBoot = hello.boot;
+    this.peerAddress = hello.addr;
+    this.state = "open";
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.reader.setMaxPayload(this.host.maxFrameBytes);
+    this.host.opened(this);
+  }
+
+  private onDataFrame(frame: Buffer): void {
+    if (frame[3] !== FrameType.Data) throw new FrameError("bad-type", `unexpected frame type ${frame[3]} on an open connection`);
+    if (!verifyFrame(frame, this.recvKey!, this.recvSeq)) {
+      throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged or replayed)");
+    }
+    this.recvSeq++;
+    const payload = frame.subarray(8, frame.length - 16);
+    this.host.messages(this, splitBatch(payload));
+  }
+
+  private fail(why: string): void {
+    this.errorCode ??= "FL_HANDSHAKE";
+    this.host.handshakeFailed(this, why);
+    this.destroy();
+  }
+
+  private onClose(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.host.ended(this, classify(this.errorCode), this.errorCode);
+  }
+}

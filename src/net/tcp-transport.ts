@@ -1,0 +1,465 @@
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
+import { decode, encode } from "../runtime/codec.ts";
+import { Emitter } from "../runtime/emitter.ts";
+import { ErrorCode, FaultlineError, type FrameError } from "../runtime/errors.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../runtime/frame.ts";
+import { silentLogger } from "../runtime/logger.ts";
+import { RateLimiter } from "../runtime/rate-limit.ts";
+import { createRng, type Rng } from "../runtime/rng.ts";
+import { type OverflowPolicy, SendQueue } from "./send-queue.ts";
+import { TcpConnection, type ConnectionHost } from "./tcp-connection.ts";
+import { type Hello, newBootId } from "./tcp-handshake.ts";
+import { bump, emptyStats, registerTransportMetrics } from "./transport-metrics.ts";
+import type {
+  Address,
+  ConnectionEvent,
+  ConnectionEventKind,
+  NodeId,
+  Transport,
+  TransportEvents,
+  TransportStats,
+} from "./transport.ts";
+
+export const TCP_DEFAULTS = {
+  host: "127.0.0.1",
+  port: 0,
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  /** Per-peer send queue bound, in messages and in bytes. */
+  maxQueueMessages: 10_000,
+  maxQueueBytes: 8 * 1024 * 1024,
+  overflow: "drop-oldest" as OverflowPolicy,
+  /** Queued messages are coalesced into frames of at most this many payload bytes. */
+  maxBatchBytes: 64 * 1024,
+  /** Time allowed for connect + HELLO exchange. */
+  handshakeTimeoutMs: 3000,
+  reconnectInitialMs: 50,
+  reconnectMaxMs: 2000,
+  /** Inbound sockets that have not finished the handshake; more are refused at once. */
+  maxPendingHandshakes: 256,
+  /** A misbehaving peer is logged at most once per this interval. */
+  badFrameLogIntervalMs: 10_000,
+} as const;
+
+export interface TcpTransportOptions {
+  id: NodeId;
+  /** Shared secret of the cluster (>= 16 bytes); every frame is authenticated with keys derived from it. */
+  clusterKey: Uint8Array;
+  host?: string;
+  port?: number;
+  /** Known peers and where they listen. More can be added with addPeer, or learned when they connect. */
+  peers?: Record<NodeId, Address>;
+  clock?: Clock;
+  rng?: Rng;
+  logger?: Logger;
+  metrics?: Registry;
+  maxFrameBytes?: number;
+  maxQueueMessages?: number;
+  maxQueueBytes?: number;
+  overflow?: OverflowPolicy;
+  maxBatchBytes?: number;
+  handshakeTimeoutMs?: number;
+  reconnectInitialMs?: number;
+  reconnectMaxMs?: number;
+  maxPendingHandshakes?: number;
+  badFrameLogIntervalMs?: number;
+}
+
+interface Peer {
+  id: NodeId;
+  addr: Address | undefined;
+  queue: SendQueue;
+  conn: TcpConnection | undefined;
+  dial: TcpConnection | undefined;
+  retry: Timer | undefined;
+  backoffMs: number;
+  /** Keep a connection to this peer (we sent to it, or were asked to). */
+  wanted: boolean;
+  flushScheduled: boolean;
+}
+
+/**
+ * The real-world transport: one authenticated TCP connection per peer pair (simultaneous dials are
+ * resolved deterministically: the connection dialed by the smaller id wins), reconnect with
+ * jittered exponential backoff, bounded per-peer queues drained under socket backpressure, and
+ * queued messages coalesced into one frame per write.
+ */
+export class TcpTransport implements Transport, ConnectionHost {
+  readonly id: NodeId;
+  readonly boot = newBootId();
+  readonly clusterKey: Uint8Array;
+  readonly clock: Clock;
+  readonly maxFrameBytes: number;
+  readonly handshakeTimeoutMs: number;
+
+  private readonly o: Required<Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics">>;
+  private readonly rng: Rng;
+  private readonly log: Logger;
+  private readonly emitter: Emitter<TransportEvents>;
+  private readonly peerMap = new Map<NodeId, Peer>();
+  private readonly sockets = new Set<Socket>();
+  private readonly pendingInbound = new Set<TcpConnection>();
+  private readonly badFrameLog: RateLimiter;
+  private readonly counters: TransportStats = emptyStats();
+  private readonly unregisterMetrics: (() => void) | undefined;
+  private server: Server | undefined;
+  private bound: Address | undefined;
+  private state: "new" | "started" | "stopped" = "new";
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: TcpTransportOptions) {
+    if (!(options.clusterKey instanceof Uint8Array) || options.clusterKey.length < 16) {
+      throw new FaultlineError(
+        ErrorCode.BadConfig,
+        "clusterKey must be at least 16 bytes: generate one with `openssl rand -hex 32` and give every node the same",
+      );
+    }
+    this.id = options.id;
+    this.clusterKey = options.clusterKey;
+    this.clock = options.clock ?? realClock;
+    this.rng = options.rng ?? createRng((Math.random() * 2 ** 32) >>> 0); // real-io: jitter only
+    this.log = (options.logger ?? silentLogger()).child({ component: "tcp", node: options.id });
+    this.o = {
+      id: options.id,
+      clusterKey: options.clusterKey,
+      host: options.host ?? TCP_DEFAULTS.host,
+      port: options.port ?? TCP_DEFAULTS.port,
+      maxFrameBytes: options.maxFrameBytes ?? TCP_DEFAULTS.maxFrameBytes,
+      maxQueueMessages: options.maxQueueMessages ?? TCP_DEFAULTS.maxQueueMessages,
+      maxQueueBytes: options.maxQueueBytes ?? TCP_DEFAULTS.maxQueueBytes,
+      overflow: options.overflow ?? TCP_DEFAULTS.overflow,
+      maxBatchBytes: options.maxBatchBytes ?? TCP_DEFAULTS.maxBatchBytes,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? TCP_DEFAULTS.handshakeTimeoutMs,
+      reconnectInitialMs: options.reconnectInitialMs ?? TCP_DEFAULTS.reconnectInitialMs,
+      reconnectMaxMs: options.reconnectMaxMs ?? TCP_DEFAULTS.reconnectMaxMs,
+      maxPendingHandshakes: options.maxPendingHandshakes ?? TCP_DEFAULTS.maxPendingHandshakes,
+      badFrameLogIntervalMs: options.badFrameLogIntervalMs ?? TCP_DEFAULTS.badFrameLogIntervalMs,
+    };
+    this.maxFrameBytes = this.o.maxFrameBytes;
+    this.handshakeTimeoutMs = this.o.handshakeTimeoutMs;
+    this.badFrameLog = new RateLimiter(this.clock, this.o.badFrameLogIntervalMs);
+    this.emitter = new Emitter<TransportEvents>((err, event) =>
+      this.log.error({ err, event }, "a transport event listener threw; the transport carries on"),
+    );
+    for (const [id, addr] of Object.entries(options.peers ?? {})) this.addPeer(id, addr);
+    if (options.metrics) this.unregisterMetrics = registerTransportMetrics(options.metrics, this);
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  async start(): Promise<void> {
+    if (this.state !== "new") throw new FaultlineError(ErrorCode.Stopped, "a transport can be started once");
+    const server = createServer((socket) => this.onInbound(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err: NodeJS.ErrnoException) =>
+        reject(
+          new FaultlineError(
+            ErrorCode.BadConfig,
+            `cannot listen on ${this.o.host}:${this.o.port} (${err.code}): choose another port or stop what uses it`,
+            { cause: err },
+          ),
+        ),
+      );
+      server.listen(this.o.port, this.o.host, () => resolve());
+    });
+    server.on("error", (err) => this.log.error({ err }, "listener error"));
+    const a = server.address();
+    if (a && typeof a === "object") this.bound = { host: a.address, port: a.port };
+    this.state = "started";
+    this.log.debug({ address: this.bound }, "listening");
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.state = "stopped";
+    for (const p of this.peerMap.values()) {
+      p.retry?.cancel();
+      p.retry = undefined;
+      const n = p.queue.clear();
+      if (n > 0) bump(this.counters.dropped, "stopped", n);
+    }
+    const closed = this.server ? new Promise<void>((r) => this.server!.close(() => r())) : Promise.resolve();
+    const gone = [...this.sockets].map(
+      (s) =>
+        new Promise<void>((r) => {
+          if (s.destroyed && s.closed) r();
+          else {
+            s.once("close", () => r());
+            s.destroy();
+          }
+        }),
+    );
+    await Promise.all([closed, ...gone]);
+    this.unregisterMetrics?.();
+    this.emitter.clear();
+  }
+
+  /** Where this transport listens (after start). */
+  address(): Address {
+    if (!this.bound) throw new FaultlineError(ErrorCode.Stopped, "transport is not listening: call start() first");
+    return this.bound;
+  }
+
+  listenAddress(): Address | undefined {
+    return this.bound;
+  }
+
+  // ---- public API --------------------------------------------------------------------------
+
+  on<K extends keyof TransportEvents>(event: K, fn: (...args: TransportEvents[K]) => void): () => void {
+    return this.emitter.on(event, fn);
+  }
+
+  addPeer(id: NodeId, addr: Address, options: { connect?: boolean } = {}): void {
+    if (id === this.id) return;
+    const p = this.peer(id);
+    p.addr = addr;
+    if (options.connect) {
+      p.wanted = true;
+      this.ensureDial(p);
+    }
+  }
+
+  removePeer(id: NodeId): void {
+    const p = this.peerMap.get(id);
+    if (!p) return;
+    this.peerMap.delete(id);
+    p.retry?.cancel();
+    for (const c of [p.conn, p.dial]) {
+      if (c) {
+        c.superseded = true;
+        c.destroy();
+      }
+    }
+    p.queue.clear();
+  }
+
+  peers(): NodeId[] {
+    return [...this.peerMap.keys()];
+  }
+
+  /** Connection state of a peer, for views and tests. */
+  peerState(id: NodeId): "connected" | "connecting" | "idle" | "unknown" {
+    const p = this.peerMap.get(id);
+    if (!p) return "unknown";
+    if (p.conn) return "connected";
+    if (p.dial || p.retry) return "connecting";
+    return "idle";
+  }
+
+  /** Messages waiting in a peer's queue. */
+  queued(id: NodeId): number {
+    return this.peerMap.get(id)?.queue.length ?? 0;
+  }
+
+  send(to: NodeId, message: unknown): boolean {
+    if (this.state === "stopped") {
+      bump(this.counters.dropped, "stopped");
+      return false;
+    }
+    const p = this.peerMap.get(to);
+    if (!p || (!p.addr && !p.conn)) {
+      throw new FaultlineError(
+        ErrorCode.UnknownPeer,
+        `no address is known for peer "${to}": add it with addPeer(id, { host, port }) or wait until it connects`,
+      );
+    }
+    const bytes = encode(message);
+    const dropped = p.queue.push(bytes);
+    if (dropped > 0) bump(this.counters.dropped, "queue-overflow", dropped);
+    p.wanted = true;
+    if (p.conn) this.scheduleFlush(p);
+    else this.ensureDial(p);
+    return !(dropped > 0 && this.o.overflow === "drop-newest");
+  }
+
+  stats(): TransportStats {
+    return {
+      ...this.counters,
+      badFrames: { ...this.counters.badFrames },
+      dropped: { ...this.counters.dropped },
+      openConnections: this.sockets.size,
+    };
+  }
+
+  // ---- peers, dialing, flushing ------------------------------------------------------------
+
+  private peer(id: NodeId): Peer {
+    let p = this.peerMap.get(id);
+    if (!p) {
+      p = {
+        id,
+        addr: undefined,
+        queue: new SendQueue(this.o.maxQueueMessages, this.o.maxQueueBytes, this.o.overflow),
+        conn: undefined,
+        dial: undefined,
+        retry: undefined,
+        backoffMs: this.o.reconnectInitialMs,
+        wanted: false,
+        flushScheduled: false,
+      };
+      this.peerMap.set(id, p);
+    }
+    return p;
+  }
+
+  private ensureDial(p: Peer): void {
+    if (this.state !== "started" || p.conn || p.dial || p.retry || !p.addr) return;
+    const socket = createConnection({ host: p.addr.host, port: p.addr.port });
+    this.track(socket);
+    p.dial = new TcpConnection(this, socket, "out", p.id);
+  }
+
+  private scheduleRetry(p: Peer): void {
+    if (this.state !== "started" || !p.wanted || !p.addr || p.retry || p.conn || p.dial) return;
+    const delay = p.backoffMs * this.rng.range(0.8, 1.2);
+    p.backoffMs = Math.min(p.backoffMs * 2, this.o.reconnectMaxMs);
+    p.retry = this.clock.setTimer(delay, () => {
+      p.retry = undefined;
+      this.ensureDial(p);
+    });
+  }
+
+  private scheduleFlush(p: Peer): void {
+    if (p.flushScheduled) return;
+    p.flushScheduled = true;
+    queueMicrotask(() => this.flush(p));
+  }
+
+  private flush(p: Peer): void {
+    p.flushScheduled = false;
+    const conn = p.conn;
+    if (!conn || conn.blocked) return;
+    while (p.queue.length > 0) {
+      const batch = p.queue.take(this.o.maxBatchBytes);
+      const ok = conn.sendBatch(batch);
+      this.counters.sent += batch.length;
+      for (const m of batch) this.counters.bytesSent += m.length;
+      if (!ok) break;
+    }
+  }
+
+  private track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
+  }
+
+  private onInbound(socket: Socket): void {
+    this.track(socket);
+    if (this.state !== "started" || this.pendingInbound.size >= this.o.maxPendingHandshakes) {
+      bump(this.counters.dropped, "handshake-limit");
+      socket.destroy();
+      return;
+    }
+    this.pendingInbound.add(new TcpConnection(this, socket, "in"));
+  }
+
+  private emitConnection(peer: NodeId, kind: ConnectionEventKind, code?: string, boot?: string): void {
+    const ev: ConnectionEvent = { peer, kind, at: this.clock.now() };
+    if (code !== undefined) ev.code = code;
+    if (boot !== undefined) ev.boot = boot;
+    this.emitter.emit("connection", ev);
+  }
+
+  // ---- ConnectionHost ----------------------------------------------------------------------
+
+  admit(conn: TcpConnection, hello: Hello): boolean {
+    if (this.state !== "started") return false;
+    const p = this.peer(hello.from);
+    const mine = p.conn ?? p.dial;
+    // Simultaneous dial: both sides keep the connection dialed by the smaller id. A HELLO from a
+    // restarted peer (new boot id) always wins over the connection we had to its old incarnation.
+    if (mine && mine.dir === "out" && this.id < hello.from && (mine === p.dial || mine.peerBoot === hello.boot)) {
+      return false;
+    }
+    for (const old of [p.dial, p.conn]) {
+      if (old) {
+        old.superseded = true;
+        old.destroy();
+      }
+    }
+    p.dial = undefined;
+    p.conn = undefined;
+    p.retry?.cancel();
+    p.retry = undefined;
+    return true;
+  }
+
+  opened(conn: TcpConnection): void {
+    this.pendingInbound.delete(conn);
+    const p = this.peer(conn.peer!);
+    if (conn.dir === "in" && conn.peerAddress) p.addr = conn.peerAddress;
+    if (p.dial === conn) p.dial = undefined;
+    if (p.conn && p.conn !== conn) {
+      p.conn.superseded = true;
+      p.conn.destroy();
+    }
+    p.conn = conn;
+    p.backoffMs = this.o.reconnectInitialMs;
+    this.emitConnection(p.id, "connected", undefined, conn.peerBoot);
+    if (p.queue.length > 0) this.scheduleFlush(p);
+  }
+
+  messages(conn: TcpConnection, messages: Buffer[]): void {
+    const from = conn.peer!;
+    for (const m of messages) {
+      let msg: unknown;
+      try {
+        msg = decode(m);
+      } catch (e) {
+        this.badFrame(conn, e as FrameError);
+        continue;
+      }
+      this.counters.received++;
+      this.counters.bytesReceived += m.length;
+      this.emitter.emit("message", from, msg);
+    }
+  }
+
+  badFrame(conn: TcpConnection, err: FrameError): void {
+    bump(this.counters.badFrames, err.reason);
+    const who = conn.state === "open" ? `peer:${conn.peer}` : `addr:${conn.remote}`;
+    const suppressed = this.badFrameLog.take(who);
+    if (suppressed >= 0) {
+      this.log.warn(
+        { from: who, reason: err.reason, suppressed },
+        `dropped a bad frame: ${err.message}; the connection is closed`,
+      );
+    }
+  }
+
+  handshakeFailed(conn: TcpConnection, why: string): void {
+    bump(this.counters.badFrames, "handshake");
+    if (this.badFrameLog.take(`handshake:${conn.remote}`) >= 0) {
+      this.log.warn({ remote: conn.remote, peer: conn.peer }, `handshake failed: ${why}`);
+    }
+  }
+
+  drained(conn: TcpConnection): void {
+    const p = conn.peer ? this.peerMap.get(conn.peer) : undefined;
+    if (p && p.conn === conn) this.scheduleFlush(p);
+  }
+
+  ended(conn: TcpConnection, kind: ConnectionEventKind, code?: string): void {
+    this.pendingInbound.delete(conn);
+    if (conn.superseded || conn.peer === undefined || this.state !== "started") return;
+    const p = this.peerMap.get(conn.peer);
+    if (!p) return;
+    if (p.conn === conn) {
+      p.conn = undefined;
+      this.emitConnection(p.id, kind, code);
+      this.scheduleRetry(p);
+    } else if (p.dial === conn) {
+      p.dial = undefined;
+      this.emitConnection(p.id, kind, code);
+      this.scheduleRetry(p);
+    }
+  }
+}

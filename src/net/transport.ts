@@ -1,0 +1,65 @@
+import type { Service } from "../runtime/lifecycle.ts";
+
+export type NodeId = string;
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/**
+ * Connection-level evidence a transport observes. Detectors use these: "refused" from a host that
+ * answers means nothing listens there; "reset" and "closed" mean an established path ended.
+ */
+export type ConnectionEventKind =
+  | "connected" // a connection to the peer is established and authenticated
+  | "closed" // an established connection ended in an orderly way (FIN) or was closed by us
+  | "reset" // an established connection was reset (RST, EPIPE)
+  | "refused" // a connection attempt was refused (nothing listens at the peer's address)
+  | "timeout" // a connection attempt or an established connection timed out
+  | "unreachable"; // the network said the peer's host or network is unreachable
+
+export interface ConnectionEvent {
+  peer: NodeId;
+  kind: ConnectionEventKind;
+  /** Monotonic time (the transport's clock) when it was observed. */
+  at: number;
+  /** The OS error code behind it, when there was one (ECONNREFUSED, ECONNRESET, ...). */
+  code?: string;
+  /** The peer's boot id (changes when the peer process restarts), on "connected". */
+  boot?: string;
+}
+
+export type DropReason = "queue-overflow" | "not-connected" | "stopped" | "dest-down" | "link-down" | "loss";
+
+export interface TransportStats {
+  sent: number;
+  received: number;
+  bytesSent: number;
+  bytesReceived: number;
+  /** Frames rejected by the frame check, by reason. */
+  badFrames: Record<string, number>;
+  /** Messages dropped locally, by reason. */
+  dropped: Record<string, number>;
+  openConnections: number;
+}
+
+export interface TransportEvents extends Record<string, unknown[]> {
+  message: [from: NodeId, message: unknown];
+  connection: [event: ConnectionEvent];
+}
+
+/**
+ * Moves messages between nodes. Delivery is best effort: at most once, in order per peer while a
+ * connection lasts; reliability is built above (durable channels). `send` never blocks and never
+ * buffers without bound: a full per-peer queue drops by the configured policy and counts it.
+ */
+export interface Transport extends Service {
+  readonly id: NodeId;
+  /** Queue `message` (any MessagePack-encodable value) for `to`. Returns false if it was dropped at once. */
+  send(to: NodeId, message: unknown): boolean;
+  on<K extends keyof TransportEvents>(event: K, fn: (...args: TransportEvents[K]) => void): () => void;
+  /** Peers this transport knows an address (or a route) for. */
+  peers(): NodeId[];
+  stats(): TransportStats;
+}

@@ -1,0 +1,52 @@
+/**
+ * Time is injected. Protocol code never calls Date.now(), performance.now() or setTimeout itself:
+ * it receives a Clock, which is either the real one below or the VirtualClock the simulator moves.
+ */
+export interface Timer {
+  /** Cancel the timer; idempotent, harmless after it fired. */
+  cancel(): void;
+}
+
+export interface Clock {
+  /** Monotonic time in milliseconds, sub-millisecond resolution. Only differences are meaningful. */
+  now(): number;
+  /** Wall-clock time in milliseconds since the Unix epoch (may jump; never use it to measure intervals). */
+  wallNow(): number;
+  /** Run `fn` once after `delayMs` (>= 0) of monotonic time. */
+  setTimer(delayMs: number, fn: () => void): Timer;
+}
+
+/** The real clock: performance.now() for monotonic time, Date.now() for wall time, setTimeout for timers. */
+export class RealClock implements Clock {
+  now(): number {
+    return performance.now(); // real-io: this is the real clock
+  }
+  wallNow(): number {
+    return Date.now(); // real-io: this is the real clock
+  }
+  setTimer(delayMs: number, fn: () => void): Timer {
+    const handle = setTimeout(fn, Math.max(0, delayMs)); // real-io: this is the real clock
+    return { cancel: () => clearTimeout(handle) };
+  }
+}
+
+export const realClock: Clock = new RealClock();
+
+/** Sleep on any clock; rejects with the signal's reason when aborted. */
+export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      timer.cancel();
+      reject(signal?.reason);
+    };
+    const timer = clock.setTimer(ms, () => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    });
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,53 @@
+/**
+ * Typed errors. Callers branch on `code`, never on message text.
+ */
+export const ErrorCode = {
+  BadFrame: "FL_BAD_FRAME",
+  BadConfig: "FL_BAD_CONFIG",
+  UnknownPeer: "FL_UNKNOWN_PEER",
+  QueueFull: "FL_QUEUE_FULL",
+  Stopped: "FL_STOPPED",
+  Timeout: "FL_TIMEOUT",
+  Aborted: "FL_ABORTED",
+  Handshake: "FL_HANDSHAKE",
+  Invariant: "FL_INVARIANT",
+  BadArgument: "FL_BAD_ARGUMENT",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class FaultlineError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = "FaultlineError";
+  }
+}
+
+/** A frame that failed to parse or authenticate. `reason` is stable and used as a metric label. */
+export type FrameErrorReason =
+  | "bad-magic"
+  | "bad-version"
+  | "bad-type"
+  | "oversized"
+  | "truncated"
+  | "bad-mac"
+  | "bad-payload";
+
+export class FrameError extends FaultlineError {
+  readonly reason: FrameErrorReason;
+  constructor(reason: FrameErrorReason, message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.BadFrame, message, options);
+    this.reason = reason;
+    this.name = "FrameError";
+  }
+}
+
+export function isFaultlineError(e: unknown, code?: ErrorCode): e is FaultlineError {
+  return e instanceof FaultlineError && (code === undefined || e.code === code);
+}
+
+/** Normalise anything thrown into an Error (only Errors are thrown onwards). */
+export function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}

@@ -1,0 +1,208 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { FrameError } from "./errors.ts";
+
+/**
+ * The frame every faultline byte travels in:
+ *
+ *   0      2        3       4              8                8+len
+ *   +------+--------+-------+--------------+----------------+---------+
+ *   | "FL" | version| type  | len (u32 BE) | payload (len)  | mac (16)|
+ *   +------+--------+-------+--------------+----------------+---------+
+ *
+ * mac = HMAC-SHA256(key, seq (u64 BE) || header || payload), first 16 bytes. `seq` is implicit: a
+ * stream connection counts frames per direction, so a replayed, dropped or reordered frame fails
+ * its MAC; datagrams use seq 0. The key is the cluster key or a per-connection key derived from it.
+ */
+export const FRAME_MAGIC_0 = 0x46; // 'F'
+export const FRAME_MAGIC_1 = 0x4c; // 'L'
+export const FRAME_VERSION = 1;
+export const FRAME_HEADER_BYTES = 8;
+export const FRAME_MAC_BYTES = 16;
+export const FRAME_OVERHEAD = FRAME_HEADER_BYTES + FRAME_MAC_BYTES;
+/** Default largest payload accepted (bytes). */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
+
+export const FrameType = {
+  /** Connection handshake, authenticated with the cluster key. */
+  Hello: 1,
+  /** A batch of messages on an established stream connection. */
+  Data: 2,
+  /** A single self-contained message (simulated network, datagrams). */
+  Datagram: 3,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
+
+export interface Frame {
+  type: FrameType;
+  payload: Buffer;
+}
+
+function seqBytes(seq: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, 0);
+  b.writeUInt32BE(seq >>> 0, 4);
+  return b;
+}
+
+function mac(key: Uint8Array, seq: number, body: Uint8Array): Buffer {
+  return createHmac("sha256", key).update(seqBytes(seq)).update(body).digest().subarray(0, FRAME_MAC_BYTES);
+}
+
+/** Seal `payload` into a complete frame. */
+export function sealFrame(type: FrameType, payload: Uint8Array, key: Uint8Array, seq = 0): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
+  out[0] = FRAME_MAGIC_0;
+  out[1] = FRAME_MAGIC_1;
+  out[2] = FRAME_VERSION;
+  out[3] = type;
+  out.writeUInt32BE(payload.length, 4);
+  out.set(payload, FRAME_HEADER_BYTES);
+  const bodyEnd = FRAME_HEADER_BYTES + payload.length;
+  mac(key, seq, out.subarray(0, bodyEnd)).copy(out, bodyEnd);
+  return out;
+}
+
+/** Check a header; returns the payload length. Throws FrameError on anything unexpected. */
+export function checkHeader(h: Uint8Array, maxPayload: number): { type: FrameType; length: number } {
+  if (h[0] !== FRAME_MAGIC_0 || h[1] !== FRAME_MAGIC_1) {
+    throw new FrameError("bad-magic", "not a faultline frame (bad magic bytes): is something else talking to this port?");
+  }
+  if (h[2] !== FRAME_VERSION) {
+    throw new FrameError(
+      "bad-version",
+      `frame version ${h[2]} is not supported (this node speaks version ${FRAME_VERSION}): upgrade the older node`,
+    );
+  }
+  const type = h[3]!;
+  if (!KNOWN_TYPES.has(type)) throw new FrameError("bad-type", `unknown frame type ${type}`);
+  const length = ((h[4]! << 24) | (h[5]! << 16) | (h[6]! << 8) | h[7]!) >>> 0;
+  if (length > maxPayload) {
+    throw new FrameError("oversized", `frame payload of ${length} bytes exceeds the limit of ${maxPayload}`);
+  }
+  return { type: type as FrameType, length };
+}
+
+/** Verify a complete frame's MAC; `frame` must be exactly one frame. */
+export function verifyFrame(frame: Uint8Array, key: Uint8Array, seq = 0): boolean {
+  if (frame.length < FRAME_OVERHEAD) return false;
+  const bodyEnd = frame.length - FRAME_MAC_BYTES;
+  const expected = mac(key, seq, frame.subarray(0, bodyEnd));
+  return timingSafeEqual(expected, frame.subarray(bodyEnd));
+}
+
+/** Parse and authenticate one whole frame (a datagram). Throws FrameError. */
+export function openFrame(bytes: Uint8Array, key: Uint8Array, maxPayload = DEFAULT_MAX_FRAME_BYTES, seq = 0): Frame {
+  if (bytes.length < FRAME_OVERHEAD) throw new FrameError("truncated", `frame of ${bytes.length} bytes is too short`);
+  const { type, length } = checkHeader(bytes, maxPayload);
+  if (bytes.length !== FRAME_OVERHEAD + length) {
+    throw new FrameError(
+      bytes.length < FRAME_OVERHEAD + length ? "truncated" : "bad-payload",
+      `frame declares ${length} payload bytes but carries ${bytes.length - FRAME_OVERHEAD}`,
+    );
+  }
+  if (!verifyFrame(bytes, key, seq)) {
+    throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged, replayed, or a different cluster key)");
+  }
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  return { type, payload: buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + length) };
+}
+
+/**
+ * Splits a byte stream into frames without trusting it: the header is checked (magic, version, type,
+ * length limit) before any payload is buffered, so a hostile length cannot make us allocate.
+ * Authentication is the caller's (it knows the key and the sequence number).
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private need: number | undefined;
+
+  constructor(private maxPayload: number) {}
+
+  /** Lower or raise the payload limit (e.g. small before the handshake, larger after). */
+  setMaxPayload(n: number): void {
+    this.maxPayload = n;
+  }
+
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  /** The next complete raw frame, or undefined if more bytes are needed. Throws FrameError. */
+  next(): Buffer | undefined {
+    if (this.need === undefined) {
+      if (this.buffered < FRAME_HEADER_BYTES) return undefined;
+      const head = this.peek(FRAME_HEADER_BYTES);
+      const { length } = checkHeader(head, this.maxPayload);
+      this.need = FRAME_OVERHEAD + length;
+    }
+    if (this.buffered < this.need) return undefined;
+    const frame = this.take(this.need);
+    this.need = undefined;
+    return frame;
+  }
+
+  private peek(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    let first = this.chunks[0]!;
+    if (first.length < n) {
+      this.chunks = [Buffer.concat(this.chunks)];
+      first = this.chunks[0]!;
+    }
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}
+
+/**
+ * Seal several encoded messages into one Data frame: payload = (u32 BE length, bytes)*. One MAC and
+ * one socket write cover the whole batch, which is how the stream transport amortises its costs.
+ */
+export function sealBatch(messages: readonly Buffer[], key: Uint8Array, seq: number): Buffer {
+  let payloadLen = 0;
+  for (const m of messages) payloadLen += 4 + m.length;
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLen + FRAME_MAC_BYTES);
+  out[0] = FRAME_MAGIC_0;
+  out[1] = FRAME_MAGIC_1;
+  out[2] = FRAME_VERSION;
+  out[3] = FrameType.Data;
+  out.writeUInt32BE(payloadLen, 4);
+  let off = FRAME_HEADER_BYTES;
+  for (const m of messages) {
+    out.writeUInt32BE(m.length, off);
+    m.copy(out, off + 4);
+    off += 4 + m.length;
+  }
+  mac(key, seq, out.subarray(0, off)).copy(out, off);
+  return out;
+}
+
+/** Split a Data frame's payload into its messages. Throws FrameError if the lengths do not add up. */
+export function splitBatch(payload: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let off = 0;
+  while (off < payload.length) {
+    if (off + 4 > payload.length) throw new FrameError("bad-payload", "batch entry header is truncated");
+    const len = payload.readUInt32BE(off);
+    if (off + 4 + len > payload.length) throw new FrameError("bad-payload", "batch entry overruns the frame");
+    out.push(payload.subarray(off + 4, off + 4 + len));
+    off += 4 + len;
+  }
+  return out;
+}

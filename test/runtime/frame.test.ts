@@ -1,0 +1,144 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { decode, encode } from "../../src/runtime/codec.ts";
+import { FrameError } from "../../src/runtime/errors.ts";
+import {
+  FRAME_OVERHEAD,
+  FrameReader,
+  FrameType,
+  openFrame,
+  sealBatch,
+  sealFrame,
+  splitBatch,
+  verifyFrame,
+} from "../../src/runtime/frame.ts";
+
+const KEY = Buffer.alloc(32, 1);
+const OTHER = Buffer.alloc(32, 2);
+const bytes = fc.uint8Array({ maxLength: 2048 });
+
+function reason(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    expect(e).toBeInstanceOf(FrameError);
+    return (e as FrameError).reason;
+  }
+}
+
+describe("frame", () => {
+  it("seal/open round-trips any payload", () => {
+    fc.assert(
+      fc.property(bytes, fc.integer({ min: 0, max: 2 ** 40 }), (payload, seq) => {
+        const f = sealFrame(FrameType.Datagram, payload, KEY, seq);
+        expect(f.length).toBe(payload.length + FRAME_OVERHEAD);
+        const out = openFrame(f, KEY, 1 << 20, seq);
+        expect(out.type).toBe(FrameType.Datagram);
+        expect(Buffer.compare(out.payload, Buffer.from(payload))).toBe(0);
+      }),
+    );
+  });
+
+  it("detects every single-bit flip anywhere in the frame", () => {
+    fc.assert(
+      fc.property(bytes, fc.nat(), (payload, at) => {
+        const f = sealFrame(FrameType.Datagram, payload, KEY);
+        const bit = at % (f.length * 8);
+        f[bit >> 3]! ^= 1 << (bit & 7);
+        expect(reason(() => openFrame(f, KEY))).toBeDefined();
+      }),
+    );
+  });
+
+  it("rejects a wrong key, a wrong sequence number (replay), and truncation", () => {
+    fc.assert(
+      fc.property(bytes, fc.nat({ max: 1000 }), (payload, cut) => {
+        const f = sealFrame(FrameType.Datagram, payload, KEY, 5);
+        expect(reason(() => openFrame(f, OTHER, 1 << 20, 5))).toBe("bad-mac");
+        expect(reason(() => openFrame(f, KEY, 1 << 20, 4))).toBe("bad-mac");
+        const short = f.subarray(0, Math.min(cut, f.length - 1));
+        expect(reason(() => openFrame(short, KEY))).toMatch(/truncated|bad-magic|bad-version|bad-type|oversized/);
+      }),
+    );
+  });
+
+  it("names what is wrong with a header", () => {
+    const f = sealFrame(FrameType.Datagram, Buffer.from("hi"), KEY);
+    const badMagic = Buffer.from(f);
+    badMagic[0] = 0;
+    expect(reason(() => openFrame(badMagic, KEY))).toBe("bad-magic");
+    const badVersion = Buffer.from(f);
+    badVersion[2] = 9;
+    expect(reason(() => openFrame(badVersion, KEY))).toBe("bad-version");
+    const badType = Buffer.from(f);
+    badType[3] = 77;
+    expect(reason(() => openFrame(badType, KEY))).toBe("bad-type");
+    expect(reason(() => openFrame(sealFrame(FrameType.Datagram, Buffer.alloc(100), KEY), KEY, 99))).toBe("oversized");
+  });
+
+  it("FrameReader yields the same frames however the stream is chunked", () => {
+    fc.assert(
+      fc.property(fc.array(bytes, { maxLength: 10 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (payloads, cuts) => {
+        const frames = payloads.map((p, i) => sealFrame(FrameType.Data, p, KEY, i));
+        const stream = Buffer.concat(frames);
+        const r = new FrameReader(1 << 20);
+        const out: Buffer[] = [];
+        let off = 0;
+        let i = 0;
+        while (off < stream.length) {
+          const n = cuts[i++ % cuts.length]!;
+          r.push(stream.subarray(off, off + n));
+          off += n;
+          for (let f = r.next(); f; f = r.next()) out.push(Buffer.from(f));
+        }
+        expect(out.length).toBe(frames.length);
+        out.forEach((f, k) => expect(verifyFrame(f, KEY, k)).toBe(true));
+        expect(r.bufferedBytes).toBe(0);
+      }),
+    );
+  });
+
+  it("FrameReader rejects a hostile length from the header alone, before buffering the payload", () => {
+    const r = new FrameReader(1024);
+    const head = Buffer.from([0x46, 0x4c, 1, FrameType.Data, 0xff, 0xff, 0xff, 0xff]);
+    r.push(head);
+    expect(reason(() => r.next())).toBe("oversized");
+  });
+
+  it("batches round-trip and a damaged batch is rejected", () => {
+    fc.assert(
+      fc.property(fc.array(bytes, { maxLength: 20 }), (msgs) => {
+        const f = sealBatch(msgs.map((m) => Buffer.from(m)), KEY, 3);
+        expect(verifyFrame(f, KEY, 3)).toBe(true);
+        const parts = splitBatch(f.subarray(8, f.length - 16));
+        expect(parts.map((p) => [...p])).toEqual(msgs.map((m) => [...m]));
+      }),
+    );
+    expect(reason(() => splitBatch(Buffer.from([0, 0, 0, 9, 1])))).toBe("bad-payload");
+    expect(reason(() => splitBatch(Buffer.from([0, 0])))).toBe("bad-payload");
+  });
+});
+
+describe("codec", () => {
+  it("round-trips MessagePack values", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        expect(decode(encode(v))).toEqual(JSON.parse(JSON.stringify(v)));
+      }),
+    );
+  });
+
+  it("garbage either decodes to some value or fails as a FrameError, never anything else", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 256 }), (junk) => {
+        try {
+          decode(junk);
+        } catch (e) {
+          expect(e).toBeInstanceOf(FrameError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
