@@ -50,7 +50,14 @@ export function registerNode(program: Command): void {
 async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promise<void> {
   const logger = createLogger({ level: o.logLevel, name: o.id, fd: 2 });
   const peers = parsePeers(o.peers);
-  const transport = new TcpTransport({ id: o.id, clusterKey: o.key, host: o.host, port: o.port, peers, logger });
+  const transport = new TcpTransport({
+    id: o.id,
+    clusterKey: o.key,
+    host: o.host,
+    port: o.port,
+    peers,
+    logger,
+  });
   const supervised = typeof process.send === "function";
   const tell = (m: ToSupervisor) => {
     if (supervised && process.connected) process.send!(m);

@@ -34,7 +34,9 @@ export function registerSim(program: Command): void {
       const o = validate(SimOptions, raw, "sim options");
       const scenario = scenarios[o.scenario];
       if (!scenario) {
-        throw new Error(`unknown scenario "${o.scenario}": choose one of ${Object.keys(scenarios).join(", ")}`);
+        throw new Error(
+          `unknown scenario "${o.scenario}": choose one of ${Object.keys(scenarios).join(", ")}`,
+        );
       }
       const nodes = o.nodes ?? scenario.defaults.nodes;
       const durationMs = o.duration ?? scenario.defaults.durationMs;
@@ -50,7 +52,8 @@ export function registerSim(program: Command): void {
           failFast: o.failFast,
           onRun: (seed, outcome) => {
             done++;
-            if (outcome instanceof SimulationFailure) console.error(`seed ${seed} FAILED: ${outcome.message}`);
+            if (outcome instanceof SimulationFailure)
+              console.error(`seed ${seed} FAILED: ${outcome.message}`);
             else if (done % 100 === 0) console.error(`  ${done}/${o.seeds} seeds`);
           },
         });

@@ -29,9 +29,11 @@ export function registerUp(program: Command): void {
     .option("--no-tty", "plain line output and line commands, even on a terminal")
     .action(async (raw) => {
       const o = validate(UpOptions, raw, "up options");
-      await new Supervisor(o.nodes, o.interval, o.tty && Boolean(process.stdout.isTTY && process.stdin.isTTY)).run(
-        o.duration,
-      );
+      await new Supervisor(
+        o.nodes,
+        o.interval,
+        o.tty && Boolean(process.stdout.isTTY && process.stdin.isTTY),
+      ).run(o.duration);
     });
 }
 
@@ -42,6 +44,7 @@ class Supervisor {
   private readonly events: string[] = [];
   private readonly t0 = performance.now();
   private selected = 0;
+  private input: ReturnType<typeof createInterface> | undefined;
   private stopping: Promise<void> | undefined;
   private done!: () => void;
 
@@ -75,7 +78,8 @@ class Supervisor {
     for (const c of this.children) this.spawn(c, 0);
     const render = setInterval(() => this.render(), this.interactive ? 250 : 2000);
     this.listenInput();
-    const timer = durationMs === undefined ? undefined : setTimeout(() => void this.stop("duration reached"), durationMs);
+    const timer =
+      durationMs === undefined ? undefined : setTimeout(() => void this.stop("duration reached"), durationMs);
     await finished;
     clearInterval(render);
     if (timer) clearTimeout(timer);
@@ -102,8 +106,21 @@ class Supervisor {
     const script = process.argv[1]!;
     const proc = fork(
       script,
-      ["node", "--id", c.id, "--port", String(port), "--interval", `${this.intervalMs}ms`, "--log-level", "error"],
-      { env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key }, stdio: ["ignore", "ignore", "inherit", "ipc"] },
+      [
+        "node",
+        "--id",
+        c.id,
+        "--port",
+        String(port),
+        "--interval",
+        `${this.intervalMs}ms`,
+        "--log-level",
+        "error",
+      ],
+      {
+        env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key },
+        stdio: ["ignore", "ignore", "inherit", "ipc"],
+      },
     );
     c.proc = proc;
     c.pid = proc.pid;
@@ -124,7 +141,9 @@ class Supervisor {
       case "listening": {
         c.address = m.address;
         c.state = "running";
-        this.log(`${c.id} listening on ${m.address.host}:${m.address.port} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`);
+        this.log(
+          `${c.id} listening on ${m.address.host}:${m.address.port} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`,
+        );
         if (this.children.every((x) => x.address)) {
           const table: ToNode = { type: "peers", peers: this.peerTable() };
           for (const x of this.children) if (x.proc?.connected) x.proc.send(table);
@@ -137,7 +156,9 @@ class Supervisor {
         break;
       case "connection":
         if (this.stopping === undefined) {
-          this.log(`${c.id} sees ${m.event.peer}: ${m.event.kind}${m.event.code ? ` (${m.event.code})` : ""}`);
+          this.log(
+            `${c.id} sees ${m.event.peer}: ${m.event.kind}${m.event.code ? ` (${m.event.code})` : ""}`,
+          );
         }
         break;
     }
@@ -150,13 +171,19 @@ class Supervisor {
   }
 
   kill(c: Child): void {
-    if (!c.proc || c.state === "dead") return this.log(`${c.id} is not running`);
+    if (!c.proc || c.state === "dead") {
+      this.log(`${c.id} is not running`);
+      return;
+    }
     this.log(`you: SIGKILL ${c.id} (pid ${c.pid})`);
     c.proc.kill("SIGKILL");
   }
 
   togglePause(c: Child): void {
-    if (!c.proc || c.state === "dead") return this.log(`${c.id} is not running`);
+    if (!c.proc || c.state === "dead") {
+      this.log(`${c.id} is not running`);
+      return;
+    }
     if (c.state === "paused") {
       c.proc.kill("SIGCONT");
       c.state = "running";
@@ -169,7 +196,10 @@ class Supervisor {
   }
 
   restart(c: Child): void {
-    if (c.state !== "dead") return this.log(`${c.id} is still running: kill it first`);
+    if (c.state !== "dead") {
+      this.log(`${c.id} is still running: kill it first`);
+      return;
+    }
     this.log(`you: restart ${c.id}`);
     this.spawn(c, c.address?.port ?? 0);
   }
@@ -179,7 +209,12 @@ class Supervisor {
     if (!verb) return;
     if (verb === "quit" || verb === "q") return void this.stop("quit");
     const c = id ? this.find(id) : undefined;
-    if (!c) return this.log(`commands: kill|pause|resume|restart <node>, quit (nodes: ${this.children.map((x) => x.id).join(" ")})`);
+    if (!c) {
+      this.log(
+        `commands: kill|pause|resume|restart <node>, quit (nodes: ${this.children.map((x) => x.id).join(" ")})`,
+      );
+      return;
+    }
     if (verb === "kill") this.kill(c);
     else if (verb === "pause" && c.state !== "paused") this.togglePause(c);
     else if (verb === "resume" && c.state === "paused") this.togglePause(c);
@@ -202,15 +237,18 @@ class Supervisor {
         this.render();
       });
     } else if (!process.stdin.isTTY) {
-      const rl = createInterface({ input: process.stdin });
-      rl.on("line", (line) => this.command(line));
+      this.input = createInterface({ input: process.stdin });
+      this.input.on("line", (line) => this.command(line));
     }
   }
 
   private render(): void {
     if (this.stopping) return;
-    const now = performance.now();
-    const table = renderTable(this.children, now, this.intervalMs, this.interactive ? this.children[this.selected]?.id : undefined);
+    const table = renderTable(
+      this.children,
+      this.intervalMs,
+      this.interactive ? this.children[this.selected]?.id : undefined,
+    );
     if (!this.interactive) {
       console.log(`[${this.elapsed()}] view (row sees column: RTT, or what is wrong):`);
       for (const l of table) console.log(`    ${l}`);
@@ -236,7 +274,8 @@ class Supervisor {
 
   private async shutdown(why: string): Promise<void> {
     if (this.interactive) process.stdin.setRawMode(false);
-    process.stdin.pause();
+    this.input?.close();
+    process.stdin.destroy();
     this.log(`stopping (${why})`);
     const alive = this.children.filter((c) => c.proc && c.state !== "dead");
     for (const c of alive) {

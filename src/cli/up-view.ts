@@ -14,7 +14,7 @@ export interface ChildView {
 const pad = (s: string, n: number) => (s.length >= n ? s.slice(0, n) : s + " ".repeat(n - s.length));
 
 /** One cell: what `from` sees of `to`. */
-export function cell(from: ChildView, to: NodeId, now: number, intervalMs: number): string {
+export function cell(from: ChildView, to: NodeId, intervalMs: number): string {
   if (from.id === to) return "·";
   if (from.state !== "running") return "";
   const p = from.peers?.[to];
@@ -26,13 +26,15 @@ export function cell(from: ChildView, to: NodeId, now: number, intervalMs: numbe
   return "…";
 }
 
-export function renderTable(children: ChildView[], now: number, intervalMs: number, selected?: NodeId): string[] {
+export function renderTable(children: ChildView[], intervalMs: number, selected?: NodeId): string[] {
   const ids = children.map((c) => c.id);
   const w = 13;
-  const lines = [`${pad("  node", 8)}${pad("pid", 9)}${pad("port", 7)}${pad("state", 10)}| ${ids.map((i) => pad(i, w)).join("")}`];
+  const lines = [
+    `${pad("  node", 8)}${pad("pid", 9)}${pad("port", 7)}${pad("state", 10)}| ${ids.map((i) => pad(i, w)).join("")}`,
+  ];
   for (const c of children) {
     const mark = c.id === selected ? "> " : "  ";
-    const row = ids.map((to) => pad(cell(c, to, now, intervalMs), w)).join("");
+    const row = ids.map((to) => pad(cell(c, to, intervalMs), w)).join("");
     lines.push(
       `${pad(mark + c.id, 8)}${pad(String(c.pid ?? "-"), 9)}${pad(String(c.address?.port ?? "-"), 7)}${pad(c.state, 10)}| ${row}`,
     );

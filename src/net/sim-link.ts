@@ -53,7 +53,13 @@ export interface LinkRandom {
  * Decide what happens to a frame of `size` bytes sent at `now` over a link: dropped, or delivered at
  * one (or, duplicated, two) times. Pure apart from the link state it advances.
  */
-export function routeFrame(c: LinkConditions, s: LinkState, now: number, size: number, rng: LinkRandom): LinkFate {
+export function routeFrame(
+  c: LinkConditions,
+  s: LinkState,
+  now: number,
+  size: number,
+  rng: LinkRandom,
+): LinkFate {
   if (rng.chance(c.loss)) return { kind: "drop", reason: "loss" };
   let departs = now;
   if (Number.isFinite(c.bandwidth)) {

@@ -127,7 +127,11 @@ export class SimNetwork {
     this.eachCut(sides, options.oneWay ?? false, (a, b) => this.unblock(a, b, { oneWay: true }));
   }
 
-  private eachCut(sides: readonly (readonly NodeId[])[], oneWay: boolean, fn: (a: NodeId, b: NodeId) => void): void {
+  private eachCut(
+    sides: readonly (readonly NodeId[])[],
+    oneWay: boolean,
+    fn: (a: NodeId, b: NodeId) => void,
+  ): void {
     for (let i = 0; i < sides.length; i++) {
       for (let j = 0; j < sides.length; j++) {
         if (i === j || (oneWay && j < i)) continue;
@@ -209,7 +213,10 @@ export class SimNetwork {
       throw new FaultlineError(ErrorCode.UnknownPeer, `the simulated network has no node "${to}"`);
     }
     this.counters.sent++;
-    if (this.blocked.has(key(from, to))) return this.drop(from, to, "link-down");
+    if (this.blocked.has(key(from, to))) {
+      this.drop(from, to, "link-down");
+      return;
+    }
     const k = key(from, to);
     let st = this.linkState.get(k);
     if (!st) {
@@ -218,7 +225,10 @@ export class SimNetwork {
     }
     const now = this.clock.now();
     const fate = routeFrame(this.conditions(from, to), st, now, bytes.length, this.rng);
-    if (fate.kind === "drop") return this.drop(from, to, fate.reason);
+    if (fate.kind === "drop") {
+      this.drop(from, to, fate.reason);
+      return;
+    }
     let payload = bytes;
     if (fate.corrupt) {
       payload = flipBits(bytes, this.rng);
@@ -230,7 +240,10 @@ export class SimNetwork {
 
   private arrive(from: NodeId, to: NodeId, bytes: Uint8Array): void {
     // A partition that began while the frame was in flight catches it too.
-    if (this.blocked.has(key(from, to))) return this.drop(from, to, "link-down");
+    if (this.blocked.has(key(from, to))) {
+      this.drop(from, to, "link-down");
+      return;
+    }
     const dest = this.sinks.get(to);
     if (!dest || dest.gate.state === "down") {
       this.drop(from, to, "dest-down");

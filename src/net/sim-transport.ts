@@ -7,8 +7,8 @@ import { DEFAULT_MAX_FRAME_BYTES, FrameType, openFrame, sealFrame } from "../run
 import { silentLogger } from "../runtime/logger.ts";
 import type { EndpointSink, Gate, SimNetwork } from "./sim-network.ts";
 import { OPEN_GATE } from "./sim-network.ts";
-import { bump, emptyStats } from "./transport-metrics.ts";
 import type { NodeId, Transport, TransportEvents, TransportStats } from "./transport.ts";
+import { bump, emptyStats } from "./transport-metrics.ts";
 
 export interface SimTransportOptions {
   id: NodeId;
@@ -75,7 +75,10 @@ export class SimTransport implements Transport {
 
   send(to: NodeId, message: unknown): boolean {
     if (!this.network.has(to)) {
-      throw new FaultlineError(ErrorCode.UnknownPeer, `no simulated node "${to}": create it before sending to it`);
+      throw new FaultlineError(
+        ErrorCode.UnknownPeer,
+        `no simulated node "${to}": create it before sending to it`,
+      );
     }
     if (!this.running) {
       bump(this.counters.dropped, "stopped");
@@ -89,7 +92,11 @@ export class SimTransport implements Transport {
   }
 
   stats(): TransportStats {
-    return { ...this.counters, badFrames: { ...this.counters.badFrames }, dropped: { ...this.counters.dropped } };
+    return {
+      ...this.counters,
+      badFrames: { ...this.counters.badFrames },
+      dropped: { ...this.counters.dropped },
+    };
   }
 
   private receive(from: NodeId, bytes: Uint8Array): void {

@@ -168,7 +168,9 @@ export class TcpConnection {
     if (type !== FrameType.Hello) throw new FrameError("bad-type", `expected HELLO, got frame type ${type}`);
     const hello = decodeHello(payload, this.dir === "out");
     if (hello.to !== this.host.id) {
-      this.fail(`peer "${hello.from}" believes it is talking to "${hello.to}", but this node is "${this.host.id}"`);
+      this.fail(
+        `peer "${hello.from}" believes it is talking to "${hello.to}", but this node is "${this.host.id}"`,
+      );
       return;
     }
     if (hello.from === this.host.id) {
@@ -180,7 +182,8 @@ export class TcpConnection {
         this.fail(`dialed "${this.peer}" but "${hello.from}" answered: check the peer's address`);
         return;
       }
-      if (!Buffer.from(hello.echo!).equals(this.nonce)) throw new FrameError("bad-mac", "HELLO reply is not for this connection (replayed?)");
+      if (!Buffer.from(hello.echo!).equals(this.nonce))
+        throw new FrameError("bad-mac", "HELLO reply is not for this connection (replayed?)");
       const keys = deriveKeys(this.host.clusterKey, this.nonce, hello.nonce);
       this.sendKey = keys.dialerToAcceptor;
       this.recvKey = keys.acceptorToDialer;
@@ -206,7 +209,8 @@ export class TcpConnection {
   }
 
   private onDataFrame(frame: Buffer): void {
-    if (frame[3] !== FrameType.Data) throw new FrameError("bad-type", `unexpected frame type ${frame[3]} on an open connection`);
+    if (frame[3] !== FrameType.Data)
+      throw new FrameError("bad-type", `unexpected frame type ${frame[3]} on an open connection`);
     if (!verifyFrame(frame, this.recvKey!, this.recvSeq)) {
       throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged or replayed)");
     }

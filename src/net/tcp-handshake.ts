@@ -45,11 +45,13 @@ export function decodeHello(payload: Uint8Array, expectEcho: boolean): Hello {
   const h = decode(payload) as Partial<Hello> | null;
   if (typeof h !== "object" || h === null) throw bad("not a map");
   if (h.v !== HANDSHAKE_VERSION) throw bad(`handshake version ${String(h.v)} is not ${HANDSHAKE_VERSION}`);
-  if (typeof h.from !== "string" || h.from.length === 0 || h.from.length > 256) throw bad("missing sender id");
+  if (typeof h.from !== "string" || h.from.length === 0 || h.from.length > 256)
+    throw bad("missing sender id");
   if (typeof h.to !== "string" || h.to.length === 0 || h.to.length > 256) throw bad("missing receiver id");
   if (typeof h.boot !== "string" || h.boot.length > 64) throw bad("missing boot id");
   if (!(h.nonce instanceof Uint8Array) || h.nonce.length !== NONCE_BYTES) throw bad("missing nonce");
-  if (expectEcho && (!(h.echo instanceof Uint8Array) || h.echo.length !== NONCE_BYTES)) throw bad("missing echo");
+  if (expectEcho && (!(h.echo instanceof Uint8Array) || h.echo.length !== NONCE_BYTES))
+    throw bad("missing echo");
   if (h.addr !== undefined) {
     const a = h.addr as Partial<Address>;
     if (typeof a !== "object" || a === null || typeof a.host !== "string" || !Number.isInteger(a.port)) {

@@ -10,9 +10,8 @@ import { silentLogger } from "../runtime/logger.ts";
 import { RateLimiter } from "../runtime/rate-limit.ts";
 import { createRng, type Rng } from "../runtime/rng.ts";
 import { type OverflowPolicy, SendQueue } from "./send-queue.ts";
-import { TcpConnection, type ConnectionHost } from "./tcp-connection.ts";
+import { type ConnectionHost, TcpConnection } from "./tcp-connection.ts";
 import { type Hello, newBootId } from "./tcp-handshake.ts";
-import { bump, emptyStats, registerTransportMetrics } from "./transport-metrics.ts";
 import type {
   Address,
   ConnectionEvent,
@@ -22,6 +21,7 @@ import type {
   TransportEvents,
   TransportStats,
 } from "./transport.ts";
+import { bump, emptyStats, registerTransportMetrics } from "./transport-metrics.ts";
 
 export const TCP_DEFAULTS = {
   host: "127.0.0.1",
@@ -203,7 +203,8 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   /** Where this transport listens (after start). */
   address(): Address {
-    if (!this.bound) throw new FaultlineError(ErrorCode.Stopped, "transport is not listening: call start() first");
+    if (!this.bound)
+      throw new FaultlineError(ErrorCode.Stopped, "transport is not listening: call start() first");
     return this.bound;
   }
 
@@ -370,13 +371,18 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   // ---- ConnectionHost ----------------------------------------------------------------------
 
-  admit(conn: TcpConnection, hello: Hello): boolean {
+  admit(_conn: TcpConnection, hello: Hello): boolean {
     if (this.state !== "started") return false;
     const p = this.peer(hello.from);
     const mine = p.conn ?? p.dial;
     // Simultaneous dial: both sides keep the connection dialed by the smaller id. A HELLO from a
     // restarted peer (new boot id) always wins over the connection we had to its old incarnation.
-    if (mine && mine.dir === "out" && this.id < hello.from && (mine === p.dial || mine.peerBoot === hello.boot)) {
+    if (
+      mine &&
+      mine.dir === "out" &&
+      this.id < hello.from &&
+      (mine === p.dial || mine.peerBoot === hello.boot)
+    ) {
       return false;
     }
     for (const old of [p.dial, p.conn]) {

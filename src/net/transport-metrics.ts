@@ -85,7 +85,15 @@ export function registerTransportMetrics(registry: Registry, transport: Transpor
 }
 
 export function emptyStats(): ReturnType<Transport["stats"]> {
-  return { sent: 0, received: 0, bytesSent: 0, bytesReceived: 0, badFrames: {}, dropped: {}, openConnections: 0 };
+  return {
+    sent: 0,
+    received: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    badFrames: {},
+    dropped: {},
+    openConnections: 0,
+  };
 }
 
 export function bump(rec: Record<string, number>, key: string, n = 1): void {

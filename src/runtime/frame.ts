@@ -67,7 +67,10 @@ export function sealFrame(type: FrameType, payload: Uint8Array, key: Uint8Array,
 /** Check a header; returns the payload length. Throws FrameError on anything unexpected. */
 export function checkHeader(h: Uint8Array, maxPayload: number): { type: FrameType; length: number } {
   if (h[0] !== FRAME_MAGIC_0 || h[1] !== FRAME_MAGIC_1) {
-    throw new FrameError("bad-magic", "not a faultline frame (bad magic bytes): is something else talking to this port?");
+    throw new FrameError(
+      "bad-magic",
+      "not a faultline frame (bad magic bytes): is something else talking to this port?",
+    );
   }
   if (h[2] !== FRAME_VERSION) {
     throw new FrameError(
@@ -93,8 +96,14 @@ export function verifyFrame(frame: Uint8Array, key: Uint8Array, seq = 0): boolea
 }
 
 /** Parse and authenticate one whole frame (a datagram). Throws FrameError. */
-export function openFrame(bytes: Uint8Array, key: Uint8Array, maxPayload = DEFAULT_MAX_FRAME_BYTES, seq = 0): Frame {
-  if (bytes.length < FRAME_OVERHEAD) throw new FrameError("truncated", `frame of ${bytes.length} bytes is too short`);
+export function openFrame(
+  bytes: Uint8Array,
+  key: Uint8Array,
+  maxPayload = DEFAULT_MAX_FRAME_BYTES,
+  seq = 0,
+): Frame {
+  if (bytes.length < FRAME_OVERHEAD)
+    throw new FrameError("truncated", `frame of ${bytes.length} bytes is too short`);
   const { type, length } = checkHeader(bytes, maxPayload);
   if (bytes.length !== FRAME_OVERHEAD + length) {
     throw new FrameError(
@@ -103,7 +112,10 @@ export function openFrame(bytes: Uint8Array, key: Uint8Array, maxPayload = DEFAU
     );
   }
   if (!verifyFrame(bytes, key, seq)) {
-    throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged, replayed, or a different cluster key)");
+    throw new FrameError(
+      "bad-mac",
+      "frame failed its integrity check (corrupted, forged, replayed, or a different cluster key)",
+    );
   }
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   return { type, payload: buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + length) };

@@ -15,7 +15,8 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? "info";
   const base = options.name === undefined ? {} : { name: options.name };
-  if (options.fd !== undefined) return pino({ level, ...base }, pino.destination({ fd: options.fd, sync: true }));
+  if (options.fd !== undefined)
+    return pino({ level, ...base }, pino.destination({ fd: options.fd, sync: true }));
   return pino({ level, ...base });
 }
 

@@ -85,7 +85,7 @@ export class VirtualClock implements Clock {
   private dropCancelled(): void {
     for (;;) {
       const top = this.queue.peek();
-      if (!top || !top.cancelled) return;
+      if (!top?.cancelled) return;
       this.queue.pop();
     }
   }

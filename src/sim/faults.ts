@@ -51,7 +51,9 @@ export function applyFaults<N extends SimNode>(sim: Simulation<N>, plan: readonl
           break;
         case "partition":
           sim.network.partition(f.sides, { oneWay: f.oneWay });
-          sim.at(at + f.forMs, "heal partition", () => sim.network.unpartition(f.sides, { oneWay: f.oneWay }));
+          sim.at(at + f.forMs, "heal partition", () =>
+            sim.network.unpartition(f.sides, { oneWay: f.oneWay }),
+          );
           break;
         case "link":
           sim.network.setLink(f.a, f.b, f.conditions);
@@ -112,7 +114,8 @@ export function randomFaults(rng: Rng, ids: readonly NodeId[], o: RandomFaultOpt
       case "pause": {
         if (downNow >= maxDown || free.length === 0) break;
         const node = rng.pick(free);
-        f = kind === "crash" ? { kind, node, host: rng.chance(0.3), forMs: span } : { kind, node, forMs: span };
+        f =
+          kind === "crash" ? { kind, node, host: rng.chance(0.3), forMs: span } : { kind, node, forMs: span };
         busyUntil.set(node, t + span);
         break;
       }
@@ -120,7 +123,12 @@ export function randomFaults(rng: Rng, ids: readonly NodeId[], o: RandomFaultOpt
         if (ids.length < 2) break;
         const shuffled = rng.shuffle([...ids]);
         const cut = 1 + rng.int(shuffled.length - 1);
-        f = { kind, sides: [shuffled.slice(0, cut), shuffled.slice(cut)], oneWay: rng.chance(0.3), forMs: span };
+        f = {
+          kind,
+          sides: [shuffled.slice(0, cut), shuffled.slice(cut)],
+          oneWay: rng.chance(0.3),
+          forMs: span,
+        };
         break;
       }
       case "link": {

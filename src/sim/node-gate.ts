@@ -1,5 +1,5 @@
-import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Gate } from "../net/sim-network.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
 
 /**
  * Everything that enters a simulated node (a timer firing, a frame arriving) passes its gate. A

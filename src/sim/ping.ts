@@ -1,6 +1,6 @@
+import type { NodeId, Transport } from "../net/transport.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Rng } from "../runtime/rng.ts";
-import type { NodeId, Transport } from "../net/transport.ts";
 
 /**
  * A toy protocol that exercises transports and the simulator: every `intervalMs` a node pings a
@@ -62,11 +62,25 @@ export interface PingObserver {
 
 function isPing(m: unknown): m is PingMessage {
   const p = m as PingMessage;
-  return typeof m === "object" && m !== null && p.t === "ping" && Number.isSafeInteger(p.e) && Number.isSafeInteger(p.seq) && typeof p.at === "number";
+  return (
+    typeof m === "object" &&
+    m !== null &&
+    p.t === "ping" &&
+    Number.isSafeInteger(p.e) &&
+    Number.isSafeInteger(p.seq) &&
+    typeof p.at === "number"
+  );
 }
 function isPong(m: unknown): m is PongMessage {
   const p = m as PongMessage;
-  return typeof m === "object" && m !== null && p.t === "pong" && Number.isSafeInteger(p.e) && Number.isSafeInteger(p.seq) && typeof p.at === "number";
+  return (
+    typeof m === "object" &&
+    m !== null &&
+    p.t === "pong" &&
+    Number.isSafeInteger(p.e) &&
+    Number.isSafeInteger(p.seq) &&
+    typeof p.at === "number"
+  );
 }
 
 export class PingNode {

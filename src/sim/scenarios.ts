@@ -33,9 +33,7 @@ export const pingScenario: Scenario = {
   defaults: { nodes: 5, durationMs: 30_000 },
   run(o) {
     const violations: string[] = [];
-    const invariants: Invariant<PingNode>[] = [
-      { name: "pong-answers-ping", check: () => violations[0] },
-    ];
+    const invariants: Invariant<PingNode>[] = [{ name: "pong-answers-ping", check: () => violations[0] }];
     const replay = `npm run sim -- --scenario ping --nodes ${o.nodes} --duration ${o.durationMs}${o.faults ? "" : " --no-faults"}`;
     const sim: Simulation<PingNode> = new Simulation<PingNode>({
       seed: o.seed,
@@ -51,9 +49,12 @@ export const pingScenario: Scenario = {
           },
           pong: (from: NodeId, seq, rtt, at) => {
             const sent = node.sent.get(seq);
-            if (!sent) violations.push(`${ctx.id} got a pong from ${from} for seq ${seq}, which it never sent`);
-            else if (sent.to !== from) violations.push(`${ctx.id} got ${sent.to}'s pong (seq ${seq}) from ${from}`);
-            else if (sent.at !== at) violations.push(`${ctx.id} got a pong for seq ${seq} with an altered timestamp`);
+            if (!sent)
+              violations.push(`${ctx.id} got a pong from ${from} for seq ${seq}, which it never sent`);
+            else if (sent.to !== from)
+              violations.push(`${ctx.id} got ${sent.to}'s pong (seq ${seq}) from ${from}`);
+            else if (sent.at !== at)
+              violations.push(`${ctx.id} got a pong for seq ${seq} with an altered timestamp`);
             else if (rtt < 0) violations.push(`${ctx.id} measured a negative RTT ${rtt}`);
           },
         };

@@ -1,13 +1,13 @@
 import type { Logger } from "pino";
+import type { LinkConditions } from "../net/sim-link.ts";
+import { SimNetwork } from "../net/sim-network.ts";
+import { SimTransport } from "../net/sim-transport.ts";
+import type { NodeId } from "../net/transport.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { createRng, type Rng } from "../runtime/rng.ts";
 import { VirtualClock } from "../runtime/virtual-clock.ts";
-import type { LinkConditions } from "../net/sim-link.ts";
-import { SimNetwork } from "../net/sim-network.ts";
-import { SimTransport } from "../net/sim-transport.ts";
-import type { NodeId } from "../net/transport.ts";
 import { MemoryStore } from "./memory-store.ts";
 import { GatedClock, NodeGate } from "./node-gate.ts";
 import { Trace } from "./trace.ts";

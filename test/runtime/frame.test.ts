@@ -58,7 +58,9 @@ describe("frame", () => {
         expect(reason(() => openFrame(f, OTHER, 1 << 20, 5))).toBe("bad-mac");
         expect(reason(() => openFrame(f, KEY, 1 << 20, 4))).toBe("bad-mac");
         const short = f.subarray(0, Math.min(cut, f.length - 1));
-        expect(reason(() => openFrame(short, KEY))).toMatch(/truncated|bad-magic|bad-version|bad-type|oversized/);
+        expect(reason(() => openFrame(short, KEY))).toMatch(
+          /truncated|bad-magic|bad-version|bad-type|oversized/,
+        );
       }),
     );
   });
@@ -74,28 +76,36 @@ describe("frame", () => {
     const badType = Buffer.from(f);
     badType[3] = 77;
     expect(reason(() => openFrame(badType, KEY))).toBe("bad-type");
-    expect(reason(() => openFrame(sealFrame(FrameType.Datagram, Buffer.alloc(100), KEY), KEY, 99))).toBe("oversized");
+    expect(reason(() => openFrame(sealFrame(FrameType.Datagram, Buffer.alloc(100), KEY), KEY, 99))).toBe(
+      "oversized",
+    );
   });
 
   it("FrameReader yields the same frames however the stream is chunked", () => {
     fc.assert(
-      fc.property(fc.array(bytes, { maxLength: 10 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (payloads, cuts) => {
-        const frames = payloads.map((p, i) => sealFrame(FrameType.Data, p, KEY, i));
-        const stream = Buffer.concat(frames);
-        const r = new FrameReader(1 << 20);
-        const out: Buffer[] = [];
-        let off = 0;
-        let i = 0;
-        while (off < stream.length) {
-          const n = cuts[i++ % cuts.length]!;
-          r.push(stream.subarray(off, off + n));
-          off += n;
-          for (let f = r.next(); f; f = r.next()) out.push(Buffer.from(f));
-        }
-        expect(out.length).toBe(frames.length);
-        out.forEach((f, k) => expect(verifyFrame(f, KEY, k)).toBe(true));
-        expect(r.bufferedBytes).toBe(0);
-      }),
+      fc.property(
+        fc.array(bytes, { maxLength: 10 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }),
+        (payloads, cuts) => {
+          const frames = payloads.map((p, i) => sealFrame(FrameType.Data, p, KEY, i));
+          const stream = Buffer.concat(frames);
+          const r = new FrameReader(1 << 20);
+          const out: Buffer[] = [];
+          let off = 0;
+          let i = 0;
+          while (off < stream.length) {
+            const n = cuts[i++ % cuts.length]!;
+            r.push(stream.subarray(off, off + n));
+            off += n;
+            for (let f = r.next(); f; f = r.next()) out.push(Buffer.from(f));
+          }
+          expect(out.length).toBe(frames.length);
+          out.forEach((f, k) => {
+            expect(verifyFrame(f, KEY, k)).toBe(true);
+          });
+          expect(r.bufferedBytes).toBe(0);
+        },
+      ),
     );
   });
 
@@ -109,7 +119,11 @@ describe("frame", () => {
   it("batches round-trip and a damaged batch is rejected", () => {
     fc.assert(
       fc.property(fc.array(bytes, { maxLength: 20 }), (msgs) => {
-        const f = sealBatch(msgs.map((m) => Buffer.from(m)), KEY, 3);
+        const f = sealBatch(
+          msgs.map((m) => Buffer.from(m)),
+          KEY,
+          3,
+        );
         expect(verifyFrame(f, KEY, 3)).toBe(true);
         const parts = splitBatch(f.subarray(8, f.length - 16));
         expect(parts.map((p) => [...p])).toEqual(msgs.map((m) => [...m]));

@@ -9,10 +9,14 @@ describe("VirtualClock", () => {
       fc.property(fc.array(fc.integer({ min: 0, max: 100 }), { maxLength: 200 }), (delays) => {
         const c = new VirtualClock();
         const fired: Array<[number, number]> = [];
-        delays.forEach((d, i) => c.setTimer(d, () => fired.push([c.now(), i])));
+        delays.forEach((d, i) => {
+          c.setTimer(d, () => fired.push([c.now(), i]));
+        });
         expect(c.now()).toBe(0);
         while (c.step()) {}
-        const expected = delays.map((d, i) => [d, i] as [number, number]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        const expected = delays
+          .map((d, i) => [d, i] as [number, number])
+          .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
         expect(fired).toEqual(expected);
       }),
     );

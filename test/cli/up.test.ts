@@ -1,0 +1,85 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+import { Processes, pidAlive, ROOT, waitFor } from "../fixtures/processes.ts";
+
+/** Runs `faultline up` in line mode and collects its output lines. */
+function up(args: string[] = []) {
+  const proc = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", "up", "--no-tty", ...args], {
+    cwd: ROOT,
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const lines: string[] = [];
+  createInterface({ input: proc.stdout! }).on("line", (l) => lines.push(l));
+  const pids = () =>
+    lines.flatMap((l) => {
+      const m = /listening on .* \(pid (\d+)/.exec(l);
+      return m ? [Number(m[1])] : [];
+    });
+  const has = (re: RegExp) => lines.some((l) => re.test(l));
+  /** waitFor that shows the supervisor's recent output when it times out. */
+  const until = async (cond: () => boolean, what: string, ms = 10_000) => {
+    try {
+      await waitFor(cond, what, ms);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n--- faultline up said:\n${lines.slice(-40).join("\n")}`);
+    }
+  };
+  return { proc, lines, pids, has, until };
+}
+
+describe("faultline up", () => {
+  const procs = new Processes();
+  const started: number[] = [];
+  afterEach(async () => {
+    await procs.killAll();
+    for (const pid of started.splice(0)) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
+  });
+
+  it("runs 5 node processes, shows what each sees, lets you kill and restart one, and stops them all", async () => {
+    const u = up();
+    procs.track(u.proc);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    started.push(...u.pids());
+    await u.until(() => u.has(/^\s+n1 .*running\s+\|\s+·\s+\d+\.\d+ms/), "a view row with RTTs", 20_000);
+    u.proc.stdin!.write("kill n3\n");
+    await u.until(() => u.has(/n3 \(pid \d+\) exited: signal SIGKILL/), "n3 to die");
+    await u.until(() => u.has(/n\d sees n3: (closed|reset)/), "peers to see n3's connection end");
+    await u.until(() => u.has(/n\d sees n3: refused/), "peers to see n3 refuse");
+    u.proc.stdin!.write("restart n3\n");
+    await u.until(() => u.pids().length === 6, "n3 to come back", 20_000);
+    started.push(...u.pids());
+    await u.until(
+      () => u.lines.filter((l) => /n\d sees n3: connected/.test(l)).length >= 5,
+      "peers to reconnect to n3",
+      20_000,
+    );
+    u.proc.stdin!.write("quit\n");
+    await Processes.exited(u.proc);
+    expect(u.has(/all 5 node processes stopped/)).toBe(true);
+    for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
+  });
+
+  it("stops every node on Ctrl-C (SIGINT)", async () => {
+    const u = up();
+    procs.track(u.proc);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    started.push(...u.pids());
+    u.proc.stdin!.write("pause n2\n"); // a stopped child must be stopped too
+    await u.until(() => u.has(/SIGSTOP n2/), "n2 paused");
+    u.proc.kill("SIGINT");
+    await Processes.exited(u.proc);
+    expect(u.proc.exitCode).toBe(0);
+    for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
+  });
+
+  it("leaves no orphan when the supervisor itself is SIGKILLed", async () => {
+    const u = up();
+    procs.track(u.proc);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    started.push(...u.pids());
+    u.proc.kill("SIGKILL");
+    await Processes.exited(u.proc as ChildProcess);
+    await u.until(() => u.pids().every((pid) => !pidAlive(pid)), "children to notice and exit", 10_000);
+  });
+});

@@ -1,0 +1,135 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { TcpTransport } from "../../src/net/tcp-transport.ts";
+import type { ConnectionEvent } from "../../src/net/transport.ts";
+import { Processes, waitFor } from "../fixtures/processes.ts";
+
+const KEY = randomBytes(32);
+const PEER = "test/fixtures/tcp-peer.ts";
+
+describe("TCP transport on real sockets", () => {
+  const procs = new Processes();
+  const transports: TcpTransport[] = [];
+  const servers: Server[] = [];
+  const make = async (id: string, extra: Partial<ConstructorParameters<typeof TcpTransport>[0]> = {}) => {
+    const t = new TcpTransport({ id, clusterKey: KEY, ...extra });
+    transports.push(t);
+    await t.start();
+    return t;
+  };
+  afterEach(async () => {
+    await Promise.all(transports.splice(0).map((t) => t.stop()));
+    await procs.killAll();
+    for (const s of servers.splice(0)) s.close();
+  });
+
+  it("keeps exactly one connection per peer pair, even when both dial at once", async () => {
+    const ts = await Promise.all(["n1", "n2", "n3"].map((id) => make(id)));
+    for (const t of ts) for (const u of ts) if (t !== u) t.addPeer(u.id, u.address());
+    let got = 0;
+    for (const t of ts) t.on("message", () => got++);
+    for (let round = 0; round < 3; round++)
+      for (const t of ts) for (const u of ts) if (t !== u) t.send(u.id, round);
+    await waitFor(() => got === 18, "18 messages");
+    await new Promise((r) => setTimeout(r, 50));
+    for (const t of ts) expect(t.stats().openConnections).toBe(2);
+  });
+
+  it("SIGKILL of a peer process surfaces as connection events, and its restart reconnects", async () => {
+    const a = await make("a", { reconnectInitialMs: 20, reconnectMaxMs: 100 });
+    const events: ConnectionEvent[] = [];
+    a.on("connection", (e) => events.push(e));
+    const echoes: unknown[] = [];
+    a.on("message", (_f, m) => echoes.push(m));
+
+    const first = await procs.startTs<{ port: number; boot: string }>(PEER, ["b", "0", KEY.toString("hex")]);
+    a.addPeer("b", { host: "127.0.0.1", port: first.first.port });
+    a.send("b", 1);
+    await waitFor(() => echoes.length === 1, "first echo");
+    expect(events.find((e) => e.kind === "connected")?.boot).toBe(first.first.boot);
+
+    first.proc.kill("SIGKILL");
+    await waitFor(
+      () => events.some((e) => e.kind === "closed" || e.kind === "reset"),
+      "close/reset after SIGKILL",
+    );
+    await waitFor(() => events.some((e) => e.kind === "refused"), "refused while the peer is down");
+
+    const second = await procs.startTs<{ port: number; boot: string }>(PEER, [
+      "b",
+      String(first.first.port),
+      KEY.toString("hex"),
+    ]);
+    await waitFor(() => events.filter((e) => e.kind === "connected").length === 2, "reconnect", 15_000);
+    const reconnected = events.filter((e) => e.kind === "connected")[1]!;
+    expect(reconnected.boot).toBe(second.first.boot);
+    expect(reconnected.boot).not.toBe(first.first.boot);
+    a.send("b", 2);
+    await waitFor(() => echoes.length === 2, "echo after restart");
+    expect(echoes).toEqual([{ echo: 1 }, { echo: 2 }]);
+  });
+
+  it("a node with another cluster key cannot talk to the cluster, and it is counted", async () => {
+    const a = await make("a");
+    const mallory = await make("m", { clusterKey: randomBytes(32) });
+    let delivered = 0;
+    a.on("message", () => delivered++);
+    mallory.addPeer("a", a.address());
+    mallory.send("a", "let me in");
+    await waitFor(() => (a.stats().badFrames["bad-mac"] ?? 0) >= 1, "rejected HELLO");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(delivered).toBe(0);
+    expect(a.stats().openConnections).toBe(0);
+  });
+
+  it("dialing an address where another node listens fails the handshake with a clear count", async () => {
+    const a = await make("a");
+    const c = await make("c");
+    const b = await make("b");
+    b.addPeer("a", c.address()); // wrong: that is c
+    let delivered = 0;
+    for (const t of [a, c]) t.on("message", () => delivered++);
+    b.send("a", "hello?");
+    await waitFor(
+      () => (b.stats().badFrames.handshake ?? 0) + (c.stats().badFrames.handshake ?? 0) >= 1,
+      "handshake failure",
+    );
+    expect(delivered).toBe(0);
+  });
+
+  it("a peer that is gone costs a bounded queue, with drops counted", async () => {
+    const dead = createServer();
+    servers.push(dead);
+    await new Promise<void>((r) => dead.listen(0, "127.0.0.1", () => r()));
+    const port = (dead.address() as { port: number }).port;
+    dead.close(); // nothing listens there now
+    const a = await make("a", { maxQueueMessages: 1000 });
+    a.addPeer("b", { host: "127.0.0.1", port });
+    for (let i = 0; i < 50_000; i++) a.send("b", { i, pad: "x".repeat(100) });
+    expect(a.queued("b")).toBeLessThanOrEqual(1000);
+    expect(a.stats().dropped["queue-overflow"]).toBe(49_000);
+  });
+
+  it("respects backpressure from a frozen (SIGSTOP) peer: memory stays bounded", async () => {
+    const a = await make("a", { maxQueueMessages: 2000, maxQueueBytes: 4 * 1024 * 1024 });
+    const peer = await procs.startTs<{ port: number }>(PEER, ["b", "0", KEY.toString("hex")]);
+    a.addPeer("b", { host: "127.0.0.1", port: peer.first.port });
+    const echoes: unknown[] = [];
+    a.on("message", (_f, m) => echoes.push(m));
+    a.send("b", "warm-up");
+    await waitFor(() => echoes.length === 1, "connection up");
+    peer.proc.kill("SIGSTOP");
+    const pad = "y".repeat(1024);
+    const rss0 = process.memoryUsage().rss;
+    for (let round = 0; round < 200; round++) {
+      for (let i = 0; i < 1000; i++) a.send("b", { round, i, pad });
+      await new Promise((r) => setImmediate(r));
+    }
+    const grown = process.memoryUsage().rss - rss0;
+    expect(a.queued("b")).toBeLessThanOrEqual(2000);
+    expect(a.stats().dropped["queue-overflow"]).toBeGreaterThan(100_000);
+    expect(grown).toBeLessThan(150 * 1024 * 1024); // 200 MB were offered
+    peer.proc.kill("SIGCONT");
+  });
+});
