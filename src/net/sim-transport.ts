@@ -5,6 +5,7 @@ import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError, FrameError } from "../runtime/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES, FrameType, openFrame, sealFrame } from "../runtime/frame.ts";
 import { silentLogger } from "../runtime/logger.ts";
+import { MacKey } from "../runtime/mac.ts";
 import type { EndpointSink, Gate, SimNetwork } from "./sim-network.ts";
 import { OPEN_GATE } from "./sim-network.ts";
 import type { NodeId, Transport, TransportEvents, TransportStats } from "./transport.ts";
@@ -32,7 +33,7 @@ export class SimTransport implements Transport {
   private readonly counters: TransportStats = emptyStats();
   private readonly sink: EndpointSink;
   private readonly network: SimNetwork;
-  private readonly key: Uint8Array;
+  private readonly key: MacKey;
   private readonly clock: Clock;
   private readonly maxFrame: number;
   private running = false;
@@ -40,7 +41,7 @@ export class SimTransport implements Transport {
   constructor(options: SimTransportOptions) {
     this.id = options.id;
     this.network = options.network;
-    this.key = options.clusterKey;
+    this.key = new MacKey(options.clusterKey);
     this.clock = options.clock ?? options.network.clock;
     this.maxFrame = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     const log = (options.logger ?? silentLogger()).child({ component: "sim-transport", node: options.id });

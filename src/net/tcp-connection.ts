@@ -10,6 +10,7 @@ import {
   splitBatch,
   verifyFrame,
 } from "../runtime/frame.ts";
+import { MacKey } from "../runtime/mac.ts";
 import {
   decodeHello,
   deriveKeys,
@@ -26,6 +27,8 @@ export interface ConnectionHost {
   readonly id: NodeId;
   readonly boot: string;
   readonly clusterKey: Uint8Array;
+  /** MAC key for HELLO frames (the cluster key itself). */
+  readonly helloKey: MacKey;
   readonly clock: Clock;
   readonly maxFrameBytes: number;
   readonly handshakeTimeoutMs: number;
@@ -72,8 +75,8 @@ export class TcpConnection {
 
   private readonly reader = new FrameReader(HANDSHAKE_MAX_FRAME);
   private readonly nonce = newNonce();
-  private sendKey: Buffer | undefined;
-  private recvKey: Buffer | undefined;
+  private sendKey: MacKey | undefined;
+  private recvKey: MacKey | undefined;
   private sendSeq = 0;
   private recvSeq = 0;
   private errorCode: string | undefined;
@@ -140,7 +143,7 @@ export class TcpConnection {
     };
     const addr = this.host.listenAddress();
     if (addr) hello.addr = addr;
-    this.socket.write(sealFrame(FrameType.Hello, encodeHello(hello), this.host.clusterKey));
+    this.socket.write(sealFrame(FrameType.Hello, encodeHello(hello), this.host.helloKey));
   }
 
   private onData(chunk: Buffer): void {
@@ -164,7 +167,7 @@ export class TcpConnection {
   }
 
   private onHelloFrame(frame: Buffer): void {
-    const { type, payload } = openFrame(frame, this.host.clusterKey, HANDSHAKE_MAX_FRAME);
+    const { type, payload } = openFrame(frame, this.host.helloKey, HANDSHAKE_MAX_FRAME);
     if (type !== FrameType.Hello) throw new FrameError("bad-type", `expected HELLO, got frame type ${type}`);
     const hello = decodeHello(payload, this.dir === "out");
     if (hello.to !== this.host.id) {
@@ -185,8 +188,8 @@ export class TcpConnection {
       if (!Buffer.from(hello.echo!).equals(this.nonce))
         throw new FrameError("bad-mac", "HELLO reply is not for this connection (replayed?)");
       const keys = deriveKeys(this.host.clusterKey, this.nonce, hello.nonce);
-      this.sendKey = keys.dialerToAcceptor;
-      this.recvKey = keys.acceptorToDialer;
+      this.sendKey = new MacKey(keys.dialerToAcceptor, { uniqueSeq: true });
+      this.recvKey = new MacKey(keys.acceptorToDialer, { uniqueSeq: true });
     } else {
       this.peer = hello.from;
       if (!this.host.admit(this, hello)) {
@@ -196,8 +199,8 @@ export class TcpConnection {
       }
       this.writeHello({ to: hello.from, echo: hello.nonce });
       const keys = deriveKeys(this.host.clusterKey, hello.nonce, this.nonce);
-      this.sendKey = keys.acceptorToDialer;
-      this.recvKey = keys.dialerToAcceptor;
+      this.sendKey = new MacKey(keys.acceptorToDialer, { uniqueSeq: true });
+      this.recvKey = new MacKey(keys.dialerToAcceptor, { uniqueSeq: true });
     }
     this.peerBoot = hello.boot;
     this.peerAddress = hello.addr;

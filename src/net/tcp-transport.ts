@@ -7,6 +7,7 @@ import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError, type FrameError } from "../runtime/errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../runtime/frame.ts";
 import { silentLogger } from "../runtime/logger.ts";
+import { MacKey } from "../runtime/mac.ts";
 import { RateLimiter } from "../runtime/rate-limit.ts";
 import { createRng, type Rng } from "../runtime/rng.ts";
 import { type OverflowPolicy, SendQueue } from "./send-queue.ts";
@@ -90,6 +91,7 @@ export class TcpTransport implements Transport, ConnectionHost {
   readonly id: NodeId;
   readonly boot = newBootId();
   readonly clusterKey: Uint8Array;
+  readonly helloKey: MacKey;
   readonly clock: Clock;
   readonly maxFrameBytes: number;
   readonly handshakeTimeoutMs: number;
@@ -118,6 +120,7 @@ export class TcpTransport implements Transport, ConnectionHost {
     }
     this.id = options.id;
     this.clusterKey = options.clusterKey;
+    this.helloKey = new MacKey(options.clusterKey);
     this.clock = options.clock ?? realClock;
     this.rng = options.rng ?? createRng((Math.random() * 2 ** 32) >>> 0); // real-io: jitter only
     this.log = (options.logger ?? silentLogger()).child({ component: "tcp", node: options.id });

@@ -1,5 +1,5 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { FrameError } from "./errors.ts";
+import { MAC_BYTES, type MacKey } from "./mac.ts";
 
 /**
  * The frame every faultline byte travels in:
@@ -9,7 +9,7 @@ import { FrameError } from "./errors.ts";
  *   | "FL" | version| type  | len (u32 BE) | payload (len)  | mac (16)|
  *   +------+--------+-------+--------------+----------------+---------+
  *
- * mac = HMAC-SHA256(key, seq (u64 BE) || header || payload), first 16 bytes. `seq` is implicit: a
+ * mac = MacKey.tag(seq, header || payload) (see mac.ts), 16 bytes. `seq` is implicit: a
  * stream connection counts frames per direction, so a replayed, dropped or reordered frame fails
  * its MAC; datagrams use seq 0. The key is the cluster key or a per-connection key derived from it.
  */
@@ -17,7 +17,7 @@ export const FRAME_MAGIC_0 = 0x46; // 'F'
 export const FRAME_MAGIC_1 = 0x4c; // 'L'
 export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 8;
-export const FRAME_MAC_BYTES = 16;
+export const FRAME_MAC_BYTES = MAC_BYTES;
 export const FRAME_OVERHEAD = FRAME_HEADER_BYTES + FRAME_MAC_BYTES;
 /** Default largest payload accepted (bytes). */
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -39,19 +39,8 @@ export interface Frame {
   payload: Buffer;
 }
 
-function seqBytes(seq: number): Buffer {
-  const b = Buffer.allocUnsafe(8);
-  b.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, 0);
-  b.writeUInt32BE(seq >>> 0, 4);
-  return b;
-}
-
-function mac(key: Uint8Array, seq: number, body: Uint8Array): Buffer {
-  return createHmac("sha256", key).update(seqBytes(seq)).update(body).digest().subarray(0, FRAME_MAC_BYTES);
-}
-
 /** Seal `payload` into a complete frame. */
-export function sealFrame(type: FrameType, payload: Uint8Array, key: Uint8Array, seq = 0): Buffer {
+export function sealFrame(type: FrameType, payload: Uint8Array, key: MacKey, seq = 0): Buffer {
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
   out[0] = FRAME_MAGIC_0;
   out[1] = FRAME_MAGIC_1;
@@ -60,7 +49,7 @@ export function sealFrame(type: FrameType, payload: Uint8Array, key: Uint8Array,
   out.writeUInt32BE(payload.length, 4);
   out.set(payload, FRAME_HEADER_BYTES);
   const bodyEnd = FRAME_HEADER_BYTES + payload.length;
-  mac(key, seq, out.subarray(0, bodyEnd)).copy(out, bodyEnd);
+  key.sign(seq, out, bodyEnd, out, bodyEnd);
   return out;
 }
 
@@ -88,17 +77,16 @@ export function checkHeader(h: Uint8Array, maxPayload: number): { type: FrameTyp
 }
 
 /** Verify a complete frame's MAC; `frame` must be exactly one frame. */
-export function verifyFrame(frame: Uint8Array, key: Uint8Array, seq = 0): boolean {
+export function verifyFrame(frame: Uint8Array, key: MacKey, seq = 0): boolean {
   if (frame.length < FRAME_OVERHEAD) return false;
   const bodyEnd = frame.length - FRAME_MAC_BYTES;
-  const expected = mac(key, seq, frame.subarray(0, bodyEnd));
-  return timingSafeEqual(expected, frame.subarray(bodyEnd));
+  return key.check(seq, frame, bodyEnd);
 }
 
 /** Parse and authenticate one whole frame (a datagram). Throws FrameError. */
 export function openFrame(
   bytes: Uint8Array,
-  key: Uint8Array,
+  key: MacKey,
   maxPayload = DEFAULT_MAX_FRAME_BYTES,
   seq = 0,
 ): Frame {
@@ -170,6 +158,11 @@ export class FrameReader {
 
   private take(n: number): Buffer {
     let first = this.chunks[0]!;
+    if (first.length === n) {
+      this.chunks.shift();
+      this.buffered -= n;
+      return first;
+    }
     if (first.length < n) {
       this.chunks = [Buffer.concat(this.chunks)];
       first = this.chunks[0]!;
@@ -186,7 +179,7 @@ export class FrameReader {
  * Seal several encoded messages into one Data frame: payload = (u32 BE length, bytes)*. One MAC and
  * one socket write cover the whole batch, which is how the stream transport amortises its costs.
  */
-export function sealBatch(messages: readonly Buffer[], key: Uint8Array, seq: number): Buffer {
+export function sealBatch(messages: readonly Buffer[], key: MacKey, seq: number): Buffer {
   let payloadLen = 0;
   for (const m of messages) payloadLen += 4 + m.length;
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLen + FRAME_MAC_BYTES);
@@ -201,7 +194,7 @@ export function sealBatch(messages: readonly Buffer[], key: Uint8Array, seq: num
     m.copy(out, off + 4);
     off += 4 + m.length;
   }
-  mac(key, seq, out.subarray(0, off)).copy(out, off);
+  key.sign(seq, out, off, out, off);
   return out;
 }
 

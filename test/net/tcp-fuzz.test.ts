@@ -6,6 +6,7 @@ import { newNonce } from "../../src/net/tcp-handshake.ts";
 import { TcpTransport } from "../../src/net/tcp-transport.ts";
 import { encode } from "../../src/runtime/codec.ts";
 import { FrameType, sealFrame } from "../../src/runtime/frame.ts";
+import { MacKey } from "../../src/runtime/mac.ts";
 import { waitFor } from "../fixtures/processes.ts";
 
 const KEY = randomBytes(32);
@@ -22,7 +23,7 @@ const hello = (fields: Record<string, unknown>, key: Uint8Array = KEY) =>
   sealFrame(
     FrameType.Hello,
     encode({ v: 1, from: "x", to: "target", boot: "b", nonce: newNonce(), ...fields }),
-    key,
+    new MacKey(key),
   );
 
 /** Hostile inputs: random bytes, truncated and oversized frames, forged and malformed handshakes. */
@@ -54,7 +55,7 @@ const hostile: fc.Arbitrary<Buffer> = fc.oneof(
       fc.constant({ from: "target" }),
     )
     .map((f) => hello(f)), // authenticated but malformed handshakes
-  fc.uint8Array({ maxLength: 100 }).map((p) => sealFrame(FrameType.Hello, p, KEY)), // authenticated garbage payload
+  fc.uint8Array({ maxLength: 100 }).map((p) => sealFrame(FrameType.Hello, p, new MacKey(KEY))), // authenticated garbage payload
   fc.uint8Array({ maxLength: 200 }).map((p) => Buffer.concat([hello({}), Buffer.from(p)])), // good HELLO, then junk
 );
 

@@ -1,0 +1,11 @@
+// npm run bench [-- --quick]: every benchmark, each beside its baseline measured in the same run.
+import { benchSim } from "./sim.ts";
+import { benchTransport } from "./transport.ts";
+
+const quick = process.argv.includes("--quick");
+const started = new Date().toISOString();
+console.log(`# faultline benchmarks (${started}, node ${process.version}${quick ? ", quick" : ""})\n`);
+console.log("## Transport\n");
+console.log(await benchTransport(quick));
+console.log("\n## Simulator\n");
+console.log(benchSim(quick));

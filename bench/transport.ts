@@ -1,0 +1,185 @@
+// Round-trip latency and one-way throughput of faultline's TCP transport beside raw node:net with
+// minimal framing, measured in the same run against the same echo process.
+import { randomBytes } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import { TcpTransport } from "../src/net/tcp-transport.ts";
+
+import { ACK_EVERY, fmt, startHelper, stopHelper, summarize, table } from "./lib.ts";
+
+const KEY = randomBytes(32);
+/** Messages in flight for throughput runs: 4096 small ones, 1024 of 4 KiB (well inside the queue bound). */
+const windowFor = (size: number) => (size <= 256 ? 4096 : 1024);
+
+interface Endpoint {
+  /** Send one message; kind 1 = echo, 2 = sink, 4 = reset the sink's count. */
+  send(kind: 1 | 2 | 4, payload: Buffer): void;
+  /** Called for each echo, and with the count for each ack. */
+  onEcho(fn: () => void): void;
+  onAck(fn: (n: number) => void): void;
+  close(): Promise<void>;
+}
+
+async function rawEndpoint(port: number, batched: boolean): Promise<Endpoint> {
+  const s: Socket = await new Promise((resolve, reject) => {
+    const c = connect({ host: "127.0.0.1", port }, () => resolve(c));
+    c.once("error", reject);
+  });
+  s.setNoDelay(true);
+  let echo = () => {};
+  let ack = (_n: number) => {};
+  let buf: Buffer = Buffer.alloc(0);
+  s.on("data", (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off);
+      if (buf.length - off < 4 + len) break;
+      if (buf[off + 4] === 1) echo();
+      else ack(buf.readUInt32BE(off + 5));
+      off += 4 + len;
+    }
+    buf = buf.subarray(off);
+  });
+  let corked = false;
+  return {
+    send(kind, payload) {
+      const f = Buffer.allocUnsafe(5 + payload.length);
+      f.writeUInt32BE(1 + payload.length, 0);
+      f[4] = kind;
+      payload.copy(f, 5);
+      if (batched && !corked) {
+        corked = true;
+        s.cork();
+        queueMicrotask(() => {
+          corked = false;
+          s.uncork();
+        });
+      }
+      s.write(f);
+    },
+    onEcho: (fn) => {
+      echo = fn;
+    },
+    onAck: (fn) => {
+      ack = fn;
+    },
+    close: async () => {
+      s.destroy();
+    },
+  };
+}
+
+async function faultlineEndpoint(port: number): Promise<Endpoint> {
+  const t = new TcpTransport({ id: "client", clusterKey: KEY });
+  await t.start();
+  t.addPeer("echo", { host: "127.0.0.1", port });
+  let echo = () => {};
+  let ack = (_n: number) => {};
+  t.on("message", (_f, m) => {
+    const msg = m as { k: number; n?: number };
+    if (msg.k === 1) echo();
+    else ack(msg.n ?? 0);
+  });
+  const ready = new Promise<void>((r) => t.on("connection", (e) => e.kind === "connected" && r()));
+  t.send("echo", { k: 2, p: Buffer.alloc(0) });
+  await ready;
+  return {
+    send: (k, p) => void t.send("echo", { k, p }),
+    onEcho: (fn) => {
+      echo = fn;
+    },
+    onAck: (fn) => {
+      ack = fn;
+    },
+    close: async () => {
+      const dropped = Object.values(t.stats().dropped).reduce((a, b) => a + b, 0);
+      await t.stop();
+      if (dropped > 0) throw new Error(`bench invalid: the transport dropped ${dropped} messages`);
+    },
+  };
+}
+
+async function rtt(ep: Endpoint, size: number, n: number): Promise<number[]> {
+  const payload = randomBytes(size);
+  const out: number[] = [];
+  for (let i = 0; i < n + 500; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((r) => {
+      ep.onEcho(r);
+      ep.send(1, payload);
+    });
+    if (i >= 500) out.push((performance.now() - t0) * 1000); // µs, after warm-up
+  }
+  return out;
+}
+
+async function throughput(ep: Endpoint, size: number, n: number): Promise<{ msgs: number; mb: number }> {
+  const payload = randomBytes(size);
+  let sent = 0;
+  let acked = 0;
+  ep.send(4, Buffer.alloc(0));
+  const t0 = performance.now();
+  await new Promise<void>((done) => {
+    const pump = () => {
+      while (sent < n && sent - acked < windowFor(size)) {
+        ep.send(2, payload);
+        sent++;
+      }
+    };
+    ep.onAck((count) => {
+      acked = count;
+      if (acked >= n - (n % ACK_EVERY)) done();
+      else pump();
+    });
+    pump();
+  });
+  const secs = (performance.now() - t0) / 1000;
+  return { msgs: acked / secs, mb: (acked * size) / secs / 1e6 };
+}
+
+export async function benchTransport(quick = false): Promise<string> {
+  const N = quick ? 2000 : 20_000;
+  const T = quick ? 50_000 : 400_000;
+  const rows: (string | number)[][] = [];
+  const tput: (string | number)[][] = [];
+  const raw = await startHelper<{ port: number }>("bench/echo-peer.ts", ["raw"]);
+  const fl = await startHelper<{ port: number }>("bench/echo-peer.ts", ["faultline", KEY.toString("hex")]);
+  try {
+    for (const size of [64, 4096]) {
+      const n = size === 64 ? N : N / 2;
+      // Interleave the two so that machine noise hits both alike.
+      const rawEp = await rawEndpoint(raw.info.port, false);
+      const flEp = await faultlineEndpoint(fl.info.port);
+      const r = summarize(await rtt(rawEp, size, n));
+      const f = summarize(await rtt(flEp, size, n));
+      rows.push([`${size} B`, fmt(r.p50), fmt(r.p99), fmt(f.p50), fmt(f.p99), `${fmt(f.p50 / r.p50, 2)}×`]);
+
+      const count = size === 64 ? T : T / 8;
+      const rawBatched = await rawEndpoint(raw.info.port, true);
+      const tr = await throughput(rawEp, size, count);
+      const tb = await throughput(rawBatched, size, count);
+      const tf = await throughput(flEp, size, count);
+      const best = Math.max(tr.msgs, tb.msgs);
+      tput.push([
+        `${size} B`,
+        `${fmt(tr.msgs / 1000, 0)}k / ${fmt(tr.mb, 1)}`,
+        `${fmt(tb.msgs / 1000, 0)}k / ${fmt(tb.mb, 1)}`,
+        `${fmt(tf.msgs / 1000, 0)}k / ${fmt(tf.mb, 1)}`,
+        `${fmt((100 * tf.msgs) / best, 0)}%`,
+      ]);
+      await Promise.all([rawEp.close(), flEp.close(), rawBatched.close()]);
+    }
+  } finally {
+    await stopHelper(raw.proc);
+    await stopHelper(fl.proc);
+  }
+  return [
+    "Round trip, one message in flight (µs), echo peer in another process:",
+    "",
+    table(["size", "raw p50", "raw p99", "faultline p50", "faultline p99", "p50 ratio"], rows),
+    "",
+    `One-way throughput, 4096 (64 B) or 1024 (4 KiB) messages in flight, ack every ${ACK_EVERY} (msgs/s / MB/s):`,
+    "",
+    table(["size", "raw, write per msg", "raw, corked per tick", "faultline", "faultline vs best raw"], tput),
+  ].join("\n");
+}

@@ -1,0 +1,88 @@
+import { createCipheriv, createHmac, hash } from "node:crypto";
+
+/** Bytes of MAC carried by every frame. */
+export const MAC_BYTES = 16;
+/** Frames at least this large use GMAC when the key allows it (see MacKey). */
+export const GMAC_MIN_BYTES = 8 * 1024;
+
+/**
+ * The frame MAC. Two constructions, chosen by what is cheapest for the frame at hand; both ends
+ * make the same choice from the key's kind and the frame's length:
+ *
+ * - **Keyed SHA-256**: SHA-256(k1 || seq (u64 BE) || body), truncated to 16 bytes. Used for small
+ *   frames and for every frame under a key whose sequence numbers may repeat (HELLO, datagrams).
+ *   Why not HMAC: HMAC-SHA256 through node:crypto costs ~4.5 µs per small frame (object set-up
+ *   dominates), four times per round trip; one-shot `crypto.hash` over a prefixed buffer costs
+ *   ~2 µs. Secret-prefix SHA-256 is unsafe in general because of length extension, but this MAC
+ *   input is prefix-free: a fixed-length key, a fixed-length sequence number, and a header whose
+ *   length field fixes how many payload bytes follow — no valid input extends another. A
+ *   Merkle–Damgård hash keyed through its prefix is a PRF on prefix-free inputs when its
+ *   compression function is one (Bellare, Canetti, Krawczyk: "Pseudorandom functions revisited:
+ *   the cascade construction", FOCS 1996).
+ * - **GMAC** (AES-256-GCM, empty plaintext, the body as AAD, IV = 0^32 || seq): for frames of
+ *   GMAC_MIN_BYTES and more under a connection key, whose sequence numbers never repeat — the
+ *   nonce-uniqueness GCM requires. AES-NI makes it ~4× faster than SHA-256 on 64 KiB batches.
+ *
+ * k1 and the GCM key are derived from the given key with HMAC under distinct labels, so no key is
+ * used by two primitives.
+ */
+export class MacKey {
+  private scratch: Buffer;
+  private readonly prefix: number;
+  private readonly gcmKey: Buffer | undefined;
+  private readonly iv = Buffer.alloc(12);
+
+  /**
+   * @param key at least 16 bytes of secret.
+   * @param options.uniqueSeq the caller never MACs two frames with one sequence number under this
+   *   key (a connection's directional key); enables GMAC for large frames.
+   */
+  constructor(key: Uint8Array, options: { uniqueSeq?: boolean } = {}) {
+    if (key.length < 16) throw new RangeError("a MAC key needs at least 16 bytes");
+    const k1 = createHmac("sha256", key).update("faultline/v1/mac/sha256").digest();
+    this.prefix = k1.length + 8;
+    this.scratch = Buffer.allocUnsafeSlow(this.prefix + 256); // not from the shared pool: it holds a key
+    k1.copy(this.scratch, 0);
+    k1.fill(0);
+    if (options.uniqueSeq) this.gcmKey = createHmac("sha256", key).update("faultline/v1/mac/gmac").digest();
+  }
+
+  /** Write the 16-byte tag of `src[0, end)` at sequence number `seq` into `out` at `at`. */
+  sign(seq: number, src: Buffer, end: number, out: Buffer, at: number): void {
+    this.digest(seq, src, end).copy(out, at, 0, MAC_BYTES);
+  }
+
+  /** Whether `frame[end, end + 16)` is the tag of `frame[0, end)` at `seq` (constant time). */
+  check(seq: number, frame: Uint8Array, end: number): boolean {
+    if (frame.length < end + MAC_BYTES) return false;
+    const d = this.digest(seq, frame, end);
+    let diff = 0;
+    for (let i = 0; i < MAC_BYTES; i++) diff |= d[i]! ^ frame[end + i]!;
+    return diff === 0;
+  }
+
+  private digest(seq: number, src: Uint8Array, end: number): Buffer {
+    const body = end === src.length ? src : src.subarray(0, end);
+    if (this.gcmKey && end >= GMAC_MIN_BYTES) {
+      this.iv.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, 4);
+      this.iv.writeUInt32BE(seq >>> 0, 8);
+      const c = createCipheriv("aes-256-gcm", this.gcmKey, this.iv, { authTagLength: MAC_BYTES });
+      c.setAAD(body);
+      c.final();
+      return c.getAuthTag();
+    }
+    const need = this.prefix + end;
+    if (need > this.scratch.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(need, this.scratch.length * 2));
+      this.scratch.copy(grown, 0, 0, this.prefix - 8);
+      this.scratch.fill(0);
+      this.scratch = grown;
+    }
+    const s = this.scratch;
+    const at = this.prefix - 8;
+    s.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, at);
+    s.writeUInt32BE(seq >>> 0, at + 4);
+    s.set(body, this.prefix);
+    return hash("sha256", s.subarray(0, need), "buffer") as Buffer;
+  }
+}
