@@ -152,25 +152,44 @@ export class FrameReader {
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0]!.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const c of this.chunks) {
+      const k = Math.min(c.length, n - off);
+      c.copy(out, off, 0, k);
+      off += k;
+      if (off === n) break;
+    }
+    return out;
   }
 
   private take(n: number): Buffer {
-    let first = this.chunks[0]!;
+    const first = this.chunks[0]!;
+    this.buffered -= n;
     if (first.length === n) {
       this.chunks.shift();
-      this.buffered -= n;
       return first;
     }
-    if (first.length < n) {
-      this.chunks = [Buffer.concat(this.chunks)];
-      first = this.chunks[0]!;
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
     }
-    const out = first.subarray(0, n);
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
-    this.buffered -= n;
+    // The frame spans chunks: copy exactly its bytes; the rest of the last chunk stays a view.
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0]!;
+      const want = n - off;
+      if (c.length <= want) {
+        c.copy(out, off);
+        off += c.length;
+        this.chunks.shift();
+      } else {
+        c.copy(out, off, 0, want);
+        this.chunks[0] = c.subarray(want);
+        off += want;
+      }
+    }
     return out;
   }
 }

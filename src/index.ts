@@ -1,0 +1,40 @@
+// The public surface of faultline. Internals stay internal.
+
+export type { LinkConditions } from "./net/sim-link.ts";
+export { DEFAULT_LINK } from "./net/sim-link.ts";
+export { SimNetwork } from "./net/sim-network.ts";
+export { SimTransport, type SimTransportOptions } from "./net/sim-transport.ts";
+export { TCP_DEFAULTS, TcpTransport, type TcpTransportOptions } from "./net/tcp-transport.ts";
+export type {
+  Address,
+  ConnectionEvent,
+  ConnectionEventKind,
+  NodeId,
+  Transport,
+  TransportStats,
+} from "./net/transport.ts";
+export type { Clock, Timer } from "./runtime/clock.ts";
+export { RealClock, realClock, sleep } from "./runtime/clock.ts";
+export { decode, encode } from "./runtime/codec.ts";
+export { ErrorCode, FaultlineError, FrameError, isFaultlineError } from "./runtime/errors.ts";
+export type { Logger, LoggerOptions } from "./runtime/logger.ts";
+export { createLogger, silentLogger } from "./runtime/logger.ts";
+export { createRegistry, Registry } from "./runtime/metrics.ts";
+export type { Rng } from "./runtime/rng.ts";
+export { createRng } from "./runtime/rng.ts";
+export { VirtualClock } from "./runtime/virtual-clock.ts";
+
+export { applyFaults, type Fault, randomFaults, type ScheduledFault } from "./sim/faults.ts";
+export { MemoryStore } from "./sim/memory-store.ts";
+export { PingNode, type PingOptions } from "./sim/ping.ts";
+export { type Scenario, scenarios } from "./sim/scenarios.ts";
+export {
+  type Invariant,
+  type SimContext,
+  type SimNode,
+  Simulation,
+  SimulationFailure,
+  type SimulationOptions,
+  type SimulationResult,
+} from "./sim/simulation.ts";
+export { runSwarm } from "./sim/swarm.ts";

@@ -1,0 +1,29 @@
+import { spawnSync } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { ROOT } from "./fixtures/processes.ts";
+
+const run = (file: string, ...args: string[]) =>
+  spawnSync(process.execPath, ["--import", "tsx", file, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+
+describe("examples run", () => {
+  it("transport/two-nodes", () => {
+    const r = run("examples/transport/two-nodes.ts");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/alice sees bob: connected/);
+    expect(r.stdout).toMatch(/alice got \{"pong":1\} from bob/);
+    expect(r.stdout).toMatch(/alice sees bob: closed/);
+  });
+
+  it("simulation/partition: no cross-side traffic while partitioned, and the same seed replays", () => {
+    const a = run("examples/simulation/partition.ts", "3");
+    const b = run("examples/simulation/partition.ts", "3");
+    expect(a.status).toBe(0);
+    expect(a.stdout).toMatch(/partitioned for 3 s: 0 new cross-side pongs/);
+    expect(a.stdout).toMatch(/healed for 2 s: [1-9]\d* new cross-side pongs/);
+    expect(a.stdout).toBe(b.stdout);
+  });
+});
