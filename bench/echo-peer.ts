@@ -5,21 +5,17 @@
 import { createServer, type Socket } from "node:net";
 import { TcpTransport } from "../src/net/tcp-transport.ts";
 
-import { ACK_EVERY } from "./lib.ts";
+import { ACK_EVERY, rawFrames } from "./lib.ts";
 
 const [mode, keyHex] = process.argv.slice(2);
 
 if (mode === "raw") {
   const server = createServer((s: Socket) => {
     s.setNoDelay(true);
-    let buf: Buffer = Buffer.alloc(0);
     let sunk = 0;
-    s.on("data", (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      let off = 0;
-      while (buf.length - off >= 4) {
-        const len = buf.readUInt32BE(off);
-        if (buf.length - off < 4 + len) break;
+    s.on(
+      "data",
+      rawFrames((buf, off, len) => {
         const kind = buf[off + 4];
         if (kind === 1) {
           s.write(buf.subarray(off, off + 4 + len)); // echo
@@ -32,10 +28,8 @@ if (mode === "raw") {
           ack.writeUInt32BE(sunk, 5);
           s.write(ack);
         }
-        off += 4 + len;
-      }
-      buf = buf.subarray(off);
-    });
+      }),
+    );
     s.on("error", () => {});
   });
   server.listen(0, "127.0.0.1", () => {

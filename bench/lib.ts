@@ -54,3 +54,22 @@ export async function stopHelper(proc: ChildProcess): Promise<void> {
 
 /** The sink acknowledges every this many messages (throughput runs). */
 export const ACK_EVERY = 64;
+
+/**
+ * The raw baseline's framing: (u32 BE length, bytes)*. Feed socket chunks; `onFrame` gets the
+ * whole buffer, the frame's offset and its body length (the first body byte is the message kind).
+ */
+export function rawFrames(onFrame: (buf: Buffer, off: number, len: number) => void): (chunk: Buffer) => void {
+  let buf: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off);
+      if (buf.length - off < 4 + len) break;
+      onFrame(buf, off, len);
+      off += 4 + len;
+    }
+    buf = buf.subarray(off);
+  };
+}
