@@ -1,0 +1,65 @@
+import type { Logger } from "pino";
+import type { SwimConfig } from "../membership/swim-core.ts";
+import { SwimNode } from "../membership/swim-node.ts";
+import type { Address, NodeId, Transport } from "../net/transport.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Rng } from "../runtime/rng.ts";
+import { MembershipDetector } from "./membership-detector.ts";
+import { Monitor } from "./monitor.ts";
+
+export interface DetectionNodeOptions {
+  id: NodeId;
+  clock: Clock;
+  rng: Rng;
+  transport: Transport;
+  seeds?: readonly NodeId[];
+  address?: Address;
+  learnAddress?: (id: NodeId, addr: Address) => void;
+  swim?: Partial<SwimConfig>;
+  logger?: Logger;
+}
+
+/**
+ * What runs on every faultline node for detection: SWIM membership, the detectors that turn its
+ * verdicts and the transport's evidence into typed reports, and the Monitor applications read.
+ */
+export class DetectionNode {
+  readonly swim: SwimNode;
+  readonly monitor: Monitor;
+  private readonly detector: MembershipDetector;
+
+  constructor(o: DetectionNodeOptions) {
+    this.monitor = new Monitor(o.logger);
+    this.swim = new SwimNode({
+      id: o.id,
+      clock: o.clock,
+      rng: o.rng,
+      transport: o.transport,
+      ...(o.seeds ? { seeds: o.seeds } : {}),
+      ...(o.address ? { address: o.address } : {}),
+      ...(o.learnAddress ? { learnAddress: o.learnAddress } : {}),
+      ...(o.swim ? { config: o.swim } : {}),
+      ...(o.logger ? { logger: o.logger } : {}),
+    });
+    this.detector = new MembershipDetector({
+      swim: this.swim,
+      transport: o.transport,
+      monitor: this.monitor,
+      clock: o.clock,
+    });
+  }
+
+  get id(): NodeId {
+    return this.swim.id;
+  }
+
+  start(): void {
+    this.detector.start();
+    this.swim.start();
+  }
+
+  stop(): void {
+    this.swim.stop();
+    this.detector.stop();
+  }
+}

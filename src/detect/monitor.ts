@@ -1,0 +1,148 @@
+import type { Logger } from "pino";
+import type { NodeId } from "../net/transport.ts";
+import { Emitter } from "../runtime/emitter.ts";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
+import { silentLogger } from "../runtime/logger.ts";
+import {
+  conditionKey,
+  type FailureReport,
+  matches,
+  type RecoveredReport,
+  type ReportEvent,
+  type ReportFilter,
+} from "./report.ts";
+
+/** What is known about a subject (or a path) right now. */
+export interface Condition {
+  subject: NodeId;
+  /** "ok", or the current failure reports about it (several kinds can hold at once). */
+  state: "ok" | "failed";
+  reports: FailureReport[];
+}
+
+type MonitorEvents = { report: [ReportEvent] };
+
+/** Most reports a watch() stream buffers for a slow consumer before it drops the oldest. */
+export const WATCH_BUFFER = 10_000;
+
+/**
+ * The application's view of failures: push (subscribe, watch) and pull (status, snapshot).
+ * Detectors publish into it; it keeps one current report per condition (subject, kind, peer), so
+ * a repeated report only updates evidence and a `recovered` clears exactly what it names.
+ */
+export class Monitor {
+  private readonly current = new Map<string, FailureReport>();
+  private readonly emitter: Emitter<MonitorEvents>;
+
+  constructor(logger: Logger = silentLogger()) {
+    const log = logger.child({ component: "monitor" });
+    this.emitter = new Emitter((err) =>
+      log.error({ err }, "a report subscriber threw; others still get the report"),
+    );
+  }
+
+  /** Detectors call this. A report for a condition already current is merged, not re-announced. */
+  publish(event: ReportEvent): void {
+    const key = conditionKey(event);
+    if (event.type === "failure") {
+      const prev = this.current.get(key);
+      if (prev && prev.certainty === event.certainty) {
+        prev.evidence = [...prev.evidence, ...event.evidence].slice(-16);
+        return;
+      }
+      if (prev && prev.certainty === "certain" && event.certainty === "suspected") return; // never downgrade
+      this.current.set(key, event);
+      this.emitter.emit("report", event);
+    } else {
+      const prev = this.current.get(key);
+      if (!prev) return;
+      this.current.delete(key);
+      this.emitter.emit("report", event);
+    }
+  }
+
+  /** Call `handler` for every report matching `filter`; returns an unsubscribe function. */
+  subscribe(filter: ReportFilter, handler: (r: ReportEvent) => void): () => void {
+    return this.emitter.on("report", (r) => {
+      if (matches(filter, r)) handler(r);
+    });
+  }
+
+  /** The reports matching `filter` as an async stream, until `signal` aborts or the loop breaks. */
+  watch(filter: ReportFilter = {}, options: { signal?: AbortSignal } = {}): AsyncIterable<ReportEvent> {
+    const self = this;
+    return {
+      [Symbol.asyncIterator](): AsyncIterator<ReportEvent> {
+        const queue: ReportEvent[] = [];
+        let wake: (() => void) | undefined;
+        let done = false;
+        const unsubscribe = self.subscribe(filter, (r) => {
+          queue.push(r);
+          if (queue.length > WATCH_BUFFER) queue.shift();
+          wake?.();
+        });
+        const finish = () => {
+          done = true;
+          unsubscribe();
+          wake?.();
+        };
+        options.signal?.addEventListener("abort", finish, { once: true });
+        return {
+          async next(): Promise<IteratorResult<ReportEvent>> {
+            while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
+            wake = undefined;
+            const value = queue.shift();
+            if (value !== undefined) return { value, done: false };
+            return { value: undefined, done: true };
+          },
+          async return(): Promise<IteratorResult<ReportEvent>> {
+            finish();
+            return { value: undefined, done: true };
+          },
+        };
+      },
+    };
+  }
+
+  /** The current condition of a subject, or of the path from → to. */
+  status(subject: NodeId, to?: NodeId): Condition {
+    if (typeof subject !== "string" || subject.length === 0) {
+      throw new FaultlineError(ErrorCode.BadArgument, "status() needs a subject id");
+    }
+    const reports = [...this.current.values()].filter((r) =>
+      to === undefined ? r.subject === subject && r.peer === undefined : pathMatches(r, subject, to),
+    );
+    return {
+      subject: to === undefined ? subject : `${subject}->${to}`,
+      state: reports.length ? "failed" : "ok",
+      reports,
+    };
+  }
+
+  /** Every current failure report. */
+  snapshot(): FailureReport[] {
+    return [...this.current.values()];
+  }
+
+  /** Clear a condition on the monitor's own initiative (e.g. a subject removed from the cluster). */
+  forget(subject: NodeId, at: number, detector: string): void {
+    for (const r of [...this.current.values()]) {
+      if (r.subject === subject) {
+        const rec: RecoveredReport = {
+          type: "recovered",
+          subject,
+          kind: r.kind,
+          detectedAt: at,
+          failedAt: r.detectedAt,
+          detector,
+        };
+        if (r.peer !== undefined) rec.peer = r.peer;
+        this.publish(rec);
+      }
+    }
+  }
+}
+
+function pathMatches(r: FailureReport, from: NodeId, to: NodeId): boolean {
+  return (r.subject === from && r.peer === to) || (r.subject === to && r.peer === from);
+}

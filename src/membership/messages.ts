@@ -1,0 +1,61 @@
+import type { Address, NodeId } from "../net/transport.ts";
+
+/** A member's state as SWIM gossips it. */
+export type MemberStatus = "alive" | "suspect" | "dead" | "left";
+
+/** One gossiped fact: `id` was in state `s` at incarnation `inc`. */
+export interface Update {
+  id: NodeId;
+  inc: number;
+  s: MemberStatus;
+  /** Where the member listens (alive updates), so that peers can dial it. */
+  addr?: Address;
+  /** Who raised the suspicion (suspect updates): independent suspicions shorten the timeout. */
+  by?: NodeId;
+}
+
+/** SWIM's messages. `p: "swim"` lets several protocols share one transport. */
+export type SwimMessage =
+  | { p: "swim"; t: "ping"; seq: number; g: Update[] }
+  | { p: "swim"; t: "ack"; seq: number; g: Update[] }
+  | { p: "swim"; t: "ping-req"; seq: number; target: NodeId; g: Update[] }
+  | { p: "swim"; t: "nack"; seq: number; g: Update[] }
+  | { p: "swim"; t: "join"; g: Update[] }
+  | { p: "swim"; t: "state"; g: Update[] };
+
+const STATUSES = new Set<string>(["alive", "suspect", "dead", "left"]);
+const TYPES = new Set<string>(["ping", "ack", "ping-req", "nack", "join", "state"]);
+/** Largest gossip list accepted in one message (a full state answer included). */
+export const MAX_UPDATES_PER_MESSAGE = 100_000;
+
+const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
+const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function isUpdate(u: unknown): u is Update {
+  if (typeof u !== "object" || u === null) return false;
+  const x = u as Update;
+  if (!isId(x.id) || !isSeq(x.inc) || !STATUSES.has(x.s)) return false;
+  if (x.by !== undefined && !isId(x.by)) return false;
+  if (x.addr !== undefined) {
+    const a = x.addr as Partial<Address>;
+    if (typeof a !== "object" || a === null || typeof a.host !== "string" || !Number.isInteger(a.port))
+      return false;
+  }
+  return true;
+}
+
+/** Whether a message is addressed to SWIM at all (others on the transport are not its business). */
+export function isSwim(m: unknown): boolean {
+  return typeof m === "object" && m !== null && (m as { p?: unknown }).p === "swim";
+}
+
+/** Validate a SWIM message completely; undefined when anything about it is malformed. */
+export function parseSwim(m: unknown): SwimMessage | undefined {
+  if (!isSwim(m)) return undefined;
+  const x = m as Partial<SwimMessage> & { seq?: unknown; target?: unknown };
+  if (typeof x.t !== "string" || !TYPES.has(x.t)) return undefined;
+  if (!Array.isArray(x.g) || x.g.length > MAX_UPDATES_PER_MESSAGE || !x.g.every(isUpdate)) return undefined;
+  if (x.t !== "join" && x.t !== "state" && !isSeq(x.seq)) return undefined;
+  if (x.t === "ping-req" && !isId(x.target)) return undefined;
+  return x as SwimMessage;
+}

@@ -1,0 +1,437 @@
+import type { Address, NodeId } from "../net/transport.ts";
+import type { Rng } from "../runtime/rng.ts";
+import { GossipQueue } from "./gossip-queue.ts";
+import { LocalHealth, suspicionTimeout } from "./local-health.ts";
+import { type MemberStatus, parseSwim, type SwimMessage, type Update } from "./messages.ts";
+
+/** Defaults follow HashiCorp memberlist's LAN configuration. */
+export const SWIM_DEFAULTS = {
+  probeIntervalMs: 1000,
+  probeTimeoutMs: 500,
+  indirectChecks: 3,
+  suspicionMult: 4,
+  suspicionMaxTimeoutMult: 6,
+  retransmitMult: 4,
+  maxPiggyback: 16,
+  awarenessMax: 8,
+} as const;
+
+export type SwimConfig = { -readonly [K in keyof typeof SWIM_DEFAULTS]: number };
+
+export interface Member {
+  id: NodeId;
+  incarnation: number;
+  status: MemberStatus;
+  /** Time of the last status change (the core's clock). */
+  since: number;
+  addr?: Address;
+}
+
+export type SwimInput =
+  | { type: "start"; now: number }
+  | { type: "message"; now: number; from: NodeId; msg: unknown }
+  | { type: "timer"; now: number; timer: string }
+  | { type: "leave"; now: number };
+
+export type SwimOutput =
+  | { type: "send"; to: NodeId; msg: SwimMessage }
+  | { type: "set-timer"; timer: string; afterMs: number }
+  | { type: "cancel-timer"; timer: string }
+  | { type: "member"; member: Member; prev: MemberStatus | undefined };
+
+interface Probe {
+  seq: number;
+  target: NodeId;
+  acked: boolean;
+  relays: number;
+  nacks: number;
+}
+
+interface Relay {
+  origin: NodeId;
+  originSeq: number;
+  target: NodeId;
+}
+
+interface Suspicion {
+  inc: number;
+  start: number;
+  by: Set<NodeId>;
+}
+
+/**
+ * SWIM (Das, Gupta, Motivala; DSN 2002) with Lifeguard's refinements, as a sans-I/O state machine
+ * in the style of etcd's raft: `step(input)` returns what to send, which timers to set, and which
+ * membership changes happened. Time arrives with each input; randomness comes from the injected
+ * Rng; nothing here touches a socket, a clock or a disk.
+ *
+ * - Probing: one member per period, round robin over a shuffled list; no ack within the timeout
+ *   → `ping-req` through k relays, which answer `nack` if they hear nothing (Lifeguard).
+ * - Suspicion: a member that fails a probe period is suspected; the suspicion is gossiped and
+ *   expires after a timeout that shrinks as independent members confirm it; then it is dead.
+ * - Incarnations: a member refutes a suspicion about itself with a higher incarnation; stale
+ *   incarnations never change anything.
+ * - Local health: a node whose own probes fail or who must refute stretches its own timing.
+ */
+export class SwimCore {
+  readonly id: NodeId;
+  incarnation = 0;
+  /** Messages that failed validation (dropped, never acted on). */
+  malformed = 0;
+  private readonly cfg: SwimConfig;
+  private readonly members = new Map<NodeId, Member>();
+  private readonly gossip = new GossipQueue();
+  private readonly health: LocalHealth;
+  private readonly relays = new Map<number, Relay>();
+  private readonly suspicions = new Map<NodeId, Suspicion>();
+  private order: NodeId[] = [];
+  private cursor = 0;
+  private seq = 0;
+  private probe: Probe | undefined;
+  private out: SwimOutput[] = [];
+  private leaving = false;
+  private started = false;
+
+  constructor(
+    id: NodeId,
+    private readonly rng: Rng,
+    private readonly seeds: readonly NodeId[] = [],
+    config: Partial<SwimConfig> = {},
+    private readonly addr?: Address,
+  ) {
+    this.id = id;
+    this.cfg = { ...SWIM_DEFAULTS, ...config };
+    this.health = new LocalHealth(this.cfg.awarenessMax);
+    // A random first sequence number: acks addressed to an earlier life of this node do not match.
+    this.seq = rng.u32() * 1024;
+  }
+
+  // ---- inspection --------------------------------------------------------------------------
+
+  member(id: NodeId): Member | undefined {
+    return this.members.get(id);
+  }
+
+  /** Every member this node knows, itself excluded. */
+  memberList(): Member[] {
+    return [...this.members.values()];
+  }
+
+  /** Members believed alive (suspects included: they are not declared failed yet). */
+  liveCount(): number {
+    let n = 1;
+    for (const m of this.members.values()) if (m.status === "alive" || m.status === "suspect") n++;
+    return n;
+  }
+
+  get localHealth(): number {
+    return this.health.value;
+  }
+
+  // ---- the state machine -------------------------------------------------------------------
+
+  step(input: SwimInput): SwimOutput[] {
+    this.out = [];
+    switch (input.type) {
+      case "start":
+        this.onStart();
+        break;
+      case "message":
+        this.onMessage(input.now, input.from, input.msg);
+        break;
+      case "timer":
+        this.onTimer(input.now, input.timer);
+        break;
+      case "leave":
+        this.onLeave();
+        break;
+    }
+    return this.out;
+  }
+
+  private onStart(): void {
+    if (this.started) return;
+    this.started = true;
+    this.enqueue(this.selfUpdate());
+    this.joinSeeds();
+    this.setTimer("probe", this.cfg.probeIntervalMs * this.rng.range(0.5, 1.5));
+  }
+
+  private onLeave(): void {
+    if (this.leaving) return;
+    this.leaving = true;
+    this.incarnation++;
+    const u: Update = { id: this.id, inc: this.incarnation, s: "left" };
+    this.enqueue(u);
+    // Tell a few members at once rather than waiting for the next probe to carry it.
+    const live = this.liveIds();
+    for (const to of this.rng.shuffle(live).slice(0, Math.max(3, this.cfg.indirectChecks))) {
+      this.send(to, { p: "swim", t: "ping", seq: this.seq++, g: [u] });
+    }
+  }
+
+  private onTimer(now: number, timer: string): void {
+    if (timer === "probe") return this.onProbeTick(now);
+    if (timer === "probe-timeout") return this.onProbeTimeout();
+    if (timer.startsWith("relay:")) {
+      const rseq = Number(timer.slice(6));
+      const r = this.relays.get(rseq);
+      if (r) {
+        this.relays.delete(rseq);
+        this.send(r.origin, { p: "swim", t: "nack", seq: r.originSeq, g: this.piggyback() });
+      }
+      return;
+    }
+    if (timer.startsWith("suspect:")) return this.onSuspicionExpired(now, timer.slice(8));
+  }
+
+  private onProbeTick(now: number): void {
+    const mult = this.health.multiplier;
+    this.setTimer("probe", this.cfg.probeIntervalMs * mult);
+    if (this.leaving) return;
+    const p = this.probe;
+    if (p && !p.acked) {
+      // The whole period passed without an ack, direct or relayed.
+      this.health.worse(1 + Math.max(0, p.relays - p.nacks));
+      const m = this.members.get(p.target);
+      if (m && m.status === "alive") this.suspect(now, m, m.incarnation, this.id);
+    }
+    this.probe = undefined;
+    if (this.members.size === 0) {
+      this.joinSeeds();
+      return;
+    }
+    const target = this.nextTarget();
+    if (!target) return;
+    const seq = this.seq++;
+    this.probe = { seq, target, acked: false, relays: 0, nacks: 0 };
+    this.send(target, { p: "swim", t: "ping", seq, g: this.piggyback() });
+    this.setTimer("probe-timeout", this.cfg.probeTimeoutMs * mult);
+  }
+
+  private onProbeTimeout(): void {
+    const p = this.probe;
+    if (!p || p.acked) return;
+    const relays = this.rng
+      .shuffle(this.liveIds().filter((id) => id !== p.target))
+      .slice(0, this.cfg.indirectChecks);
+    p.relays = relays.length;
+    for (const r of relays)
+      this.send(r, { p: "swim", t: "ping-req", seq: p.seq, target: p.target, g: this.piggyback() });
+  }
+
+  private onSuspicionExpired(now: number, id: NodeId): void {
+    const s = this.suspicions.get(id);
+    const m = this.members.get(id);
+    if (!s || !m || m.status !== "suspect" || m.incarnation !== s.inc) return;
+    this.suspicions.delete(id);
+    this.setStatus(now, m, "dead", m.incarnation);
+    this.enqueue({ id, inc: m.incarnation, s: "dead" });
+  }
+
+  private onMessage(now: number, from: NodeId, raw: unknown): void {
+    const msg = parseSwim(raw);
+    if (!msg) {
+      this.malformed++;
+      return;
+    }
+    if (from === this.id) {
+      this.malformed++;
+      return;
+    }
+    for (const u of msg.g) this.apply(now, u);
+    if (this.leaving && msg.t !== "join") return;
+    switch (msg.t) {
+      case "ping":
+        this.send(from, { p: "swim", t: "ack", seq: msg.seq, g: this.piggyback() });
+        break;
+      case "ack": {
+        const relay = this.relays.get(msg.seq);
+        if (relay && relay.target === from) {
+          this.relays.delete(msg.seq);
+          this.cancelTimer(`relay:${msg.seq}`);
+          this.send(relay.origin, { p: "swim", t: "ack", seq: relay.originSeq, g: this.piggyback() });
+          break;
+        }
+        const p = this.probe;
+        if (p && p.seq === msg.seq && !p.acked) {
+          p.acked = true;
+          this.health.better();
+          this.cancelTimer("probe-timeout");
+        }
+        break;
+      }
+      case "ping-req": {
+        if (msg.target === this.id) break;
+        const rseq = this.seq++;
+        this.relays.set(rseq, { origin: from, originSeq: msg.seq, target: msg.target });
+        this.send(msg.target, { p: "swim", t: "ping", seq: rseq, g: this.piggyback() });
+        this.setTimer(`relay:${rseq}`, this.cfg.probeTimeoutMs * 0.8);
+        break;
+      }
+      case "nack":
+        if (this.probe && this.probe.seq === msg.seq) this.probe.nacks++;
+        break;
+      case "join":
+        this.send(from, { p: "swim", t: "state", g: this.fullState() });
+        break;
+      case "state":
+        break;
+    }
+  }
+
+  // ---- membership rules --------------------------------------------------------------------
+
+  /** Merge one gossiped fact. Stale incarnations never change anything. */
+  private apply(now: number, u: Update): void {
+    if (u.id === this.id) return this.applyAboutSelf(u);
+    const m = this.members.get(u.id);
+    switch (u.s) {
+      case "alive": {
+        if (!m) {
+          const fresh: Member = { id: u.id, incarnation: u.inc, status: "alive", since: now };
+          if (u.addr) fresh.addr = u.addr;
+          this.members.set(u.id, fresh);
+          this.order.push(u.id);
+          this.out.push({ type: "member", member: { ...fresh }, prev: undefined });
+          this.enqueue(u);
+          return;
+        }
+        if (u.inc <= m.incarnation) return;
+        if (u.addr) m.addr = u.addr;
+        this.clearSuspicion(u.id);
+        this.setStatus(now, m, "alive", u.inc);
+        this.enqueue(u);
+        return;
+      }
+      case "suspect": {
+        if (!m || m.status === "dead" || m.status === "left" || u.inc < m.incarnation) return;
+        if (m.status === "suspect" && u.inc === m.incarnation) {
+          this.confirm(now, m, u.by ?? "?");
+          return;
+        }
+        this.suspect(now, m, u.inc, u.by ?? "?");
+        return;
+      }
+      case "dead":
+      case "left": {
+        if (!m || u.inc < m.incarnation || m.status === "dead" || m.status === "left") return;
+        this.clearSuspicion(u.id);
+        this.setStatus(now, m, u.s, u.inc);
+        this.enqueue(u);
+        return;
+      }
+    }
+  }
+
+  private applyAboutSelf(u: Update): void {
+    if (this.leaving) return;
+    if (u.s === "alive" && u.inc <= this.incarnation) return;
+    if (u.s !== "alive" && u.inc < this.incarnation) return;
+    // Someone believes we are suspect, dead, or alive at a newer incarnation: refute.
+    this.incarnation = u.inc + 1;
+    if (u.s !== "alive") this.health.worse();
+    this.enqueue(this.selfUpdate());
+  }
+
+  private suspect(now: number, m: Member, inc: number, by: NodeId): void {
+    this.setStatus(now, m, "suspect", inc);
+    this.suspicions.set(m.id, { inc, start: now, by: new Set([by]) });
+    this.enqueue({ id: m.id, inc, s: "suspect", by });
+    this.armSuspicion(now, m.id);
+  }
+
+  private confirm(now: number, m: Member, by: NodeId): void {
+    const s = this.suspicions.get(m.id);
+    if (!s || s.by.has(by)) return;
+    s.by.add(by);
+    this.enqueue({ id: m.id, inc: m.incarnation, s: "suspect", by });
+    this.armSuspicion(now, m.id);
+  }
+
+  private armSuspicion(now: number, id: NodeId): void {
+    const s = this.suspicions.get(id)!;
+    const n = Math.max(1, this.liveCount());
+    const min = this.cfg.suspicionMult * Math.max(1, Math.log10(n)) * this.cfg.probeIntervalMs;
+    const max = this.cfg.suspicionMaxTimeoutMult * min;
+    const k = this.cfg.suspicionMult - 2;
+    const timeout = suspicionTimeout(min, max, k, s.by.size - 1);
+    this.setTimer(`suspect:${id}`, Math.max(0, s.start + timeout - now));
+  }
+
+  private clearSuspicion(id: NodeId): void {
+    if (this.suspicions.delete(id)) this.cancelTimer(`suspect:${id}`);
+  }
+
+  private setStatus(now: number, m: Member, status: MemberStatus, inc: number): void {
+    const prev = m.status;
+    m.incarnation = inc;
+    if (prev === status) return;
+    m.status = status;
+    m.since = now;
+    this.out.push({ type: "member", member: { ...m }, prev });
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------
+
+  private selfUpdate(): Update {
+    const u: Update = { id: this.id, inc: this.incarnation, s: "alive" };
+    if (this.addr) u.addr = this.addr;
+    return u;
+  }
+
+  private fullState(): Update[] {
+    const all: Update[] = [this.selfUpdate()];
+    for (const m of this.members.values()) {
+      const u: Update = { id: m.id, inc: m.incarnation, s: m.status };
+      if (m.addr) u.addr = m.addr;
+      all.push(u);
+    }
+    return all;
+  }
+
+  private joinSeeds(): void {
+    for (const s of this.seeds)
+      if (s !== this.id) this.send(s, { p: "swim", t: "join", g: [this.selfUpdate()] });
+  }
+
+  private liveIds(): NodeId[] {
+    const ids: NodeId[] = [];
+    for (const m of this.members.values()) if (m.status === "alive" || m.status === "suspect") ids.push(m.id);
+    return ids;
+  }
+
+  private nextTarget(): NodeId | undefined {
+    for (let tries = 0; tries <= this.order.length; tries++) {
+      if (this.cursor >= this.order.length) {
+        this.order = this.rng.shuffle([...this.members.keys()]);
+        this.cursor = 0;
+      }
+      const id = this.order[this.cursor++];
+      const m = id === undefined ? undefined : this.members.get(id);
+      if (m && (m.status === "alive" || m.status === "suspect")) return m.id;
+    }
+    return undefined;
+  }
+
+  private enqueue(u: Update): void {
+    this.gossip.push(u);
+  }
+
+  private piggyback(): Update[] {
+    const limit = this.cfg.retransmitMult * Math.ceil(Math.log10(this.liveCount() + 1));
+    return this.gossip.take(this.cfg.maxPiggyback, Math.max(1, limit));
+  }
+
+  private send(to: NodeId, msg: SwimMessage): void {
+    this.out.push({ type: "send", to, msg });
+  }
+
+  private setTimer(timer: string, afterMs: number): void {
+    this.out.push({ type: "set-timer", timer, afterMs });
+  }
+
+  private cancelTimer(timer: string): void {
+    this.out.push({ type: "cancel-timer", timer });
+  }
+}

@@ -1,0 +1,121 @@
+import { describe, expect, it } from "vitest";
+import type { FailureReport } from "../../src/detect/report.ts";
+import { swimSim } from "./swim-harness.ts";
+
+const others = (ids: readonly string[], but: string) => ids.filter((i) => i !== but);
+
+describe("SWIM membership and detection (simulation)", () => {
+  it("forms a cluster through one seed", () => {
+    const { sim } = swimSim({ nodes: 8, seeds: (id) => (id === "n1" ? [] : ["n1"]) });
+    sim.runUntil(5000);
+    for (const [id, node] of sim.live()) {
+      const alive = node.swim
+        .members()
+        .filter((m) => m.status === "alive")
+        .map((m) => m.id);
+      expect(alive.sort()).toEqual(others(sim.ids, id).sort());
+    }
+  });
+
+  it("a healthy cluster with 1% loss reports nothing for 5 minutes", () => {
+    const { sim, seen } = swimSim({ nodes: 10, network: { loss: 0.01, delayMs: 0.5, jitterMs: 0.5 } });
+    sim.runUntil(300_000);
+    expect(seen).toEqual([]);
+  });
+
+  it("a crashed process on a live host is reported by every live member as process-exit, suspected", () => {
+    const { sim, failures } = swimSim({ nodes: 6 });
+    sim.runUntil(5000);
+    sim.crash("n3");
+    sim.runUntil(40_000);
+    const about = failures("n3");
+    expect(new Set(about.map((s) => s.observer))).toEqual(new Set(others(sim.ids, "n3")));
+    for (const s of about) {
+      const r = s.report as FailureReport;
+      expect(r.kind).toBe("process-exit");
+      expect(r.certainty).toBe("suspected");
+      expect(r.evidence.map((e) => e.what)).toContain("ECONNREFUSED");
+    }
+    expect(failures().filter((s) => s.report.subject !== "n3")).toEqual([]);
+    // Bounded: every member knows within the suspicion timeout plus a few probe periods.
+    expect(Math.max(...about.map((s) => s.at)) - 5000).toBeLessThan(15_000);
+  });
+
+  it("a crashed host (nothing answers) is reported as host-crash, suspected", () => {
+    const { sim, failures } = swimSim({ nodes: 6 });
+    sim.runUntil(5000);
+    sim.crash("n4", { host: true });
+    sim.runUntil(40_000);
+    const about = failures("n4");
+    expect(about).toHaveLength(5);
+    for (const s of about) expect((s.report as FailureReport).kind).toBe("host-crash");
+  });
+
+  it("a pause shorter than the tolerance produces no report, and the paused node refutes", () => {
+    const { sim, seen } = swimSim({ nodes: 6 });
+    sim.runUntil(5000);
+    const before = sim.node("n2")!.swim.core.incarnation;
+    sim.pause("n2");
+    sim.runUntil(7000); // 2 s: under the 4 s minimum suspicion timeout
+    sim.resume("n2");
+    sim.runUntil(60_000);
+    expect(seen).toEqual([]);
+    expect(sim.node("n2")!.swim.core.incarnation).toBeGreaterThan(before);
+    for (const [id, node] of sim.live()) {
+      if (id !== "n2") expect(node.swim.core.member("n2")?.status).toBe("alive");
+    }
+  });
+
+  it("a restarted member rejoins and its failure is cleared with a recovered event", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.crash("n5");
+    sim.runUntil(40_000);
+    sim.restart("n5");
+    sim.runUntil(60_000);
+    const rec = seen.filter((s) => s.report.type === "recovered" && s.report.subject === "n5");
+    expect(new Set(rec.map((s) => s.observer))).toEqual(new Set(["n1", "n2", "n3", "n4"]));
+    for (const [id, node] of sim.live()) if (id !== "n5") expect(node.monitor.status("n5").state).toBe("ok");
+  });
+
+  it("a graceful leave is not a failure", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.node("n2")!.swim.leave();
+    sim.runUntil(5500);
+    sim.node("n2")!.stop();
+    sim.crash("n2");
+    sim.runUntil(40_000);
+    expect(seen).toEqual([]);
+    for (const [id, node] of sim.live())
+      if (id !== "n2") expect(node.swim.core.member("n2")?.status).toBe("left");
+  });
+
+  it("malformed, stale and replayed membership messages never create a report", () => {
+    const { sim, seen } = swimSim({ nodes: 4 });
+    sim.runUntil(5000);
+    const n1 = sim.transport("n1");
+    const inc = sim.node("n3")!.swim.core.incarnation;
+    sim.at(5100, "inject", () => {
+      n1.send("n2", { p: "swim", t: "ping", seq: -1, g: [] }); // malformed seq
+      n1.send("n2", { p: "swim", t: "ack", seq: 1, g: [{ id: "n3", inc: "x", s: "dead" }] }); // malformed update
+      n1.send("n2", { p: "swim", t: "bogus", g: [] }); // unknown type
+      n1.send("n2", { p: "swim", t: "ping", seq: 7, g: [{ id: "nobody", inc: 3, s: "dead" }] }); // unknown member
+      // A stale suspicion and death about n3 (an incarnation it has already left behind).
+      sim.node("n3")!.swim.core.incarnation = inc + 2;
+    });
+    sim.runUntil(5200);
+    sim.at(5300, "stale", () => {
+      n1.send("n2", { p: "swim", t: "ping", seq: 8, g: [{ id: "n3", inc: inc + 5, s: "alive" }] });
+    });
+    sim.runUntil(6000);
+    sim.at(6100, "replay", () => {
+      n1.send("n2", { p: "swim", t: "ping", seq: 9, g: [{ id: "n3", inc, s: "dead" }] }); // older than inc+5
+      n1.send("n2", { p: "swim", t: "ping", seq: 10, g: [{ id: "n3", inc, s: "suspect", by: "n1" }] });
+    });
+    sim.runUntil(60_000);
+    expect(seen).toEqual([]);
+    expect(sim.node("n2")!.swim.core.malformed).toBe(3);
+    expect(sim.node("n2")!.swim.core.member("nobody")).toBeUndefined();
+  });
+});
