@@ -171,18 +171,18 @@ export class SwimCore {
   }
 
   private onTimer(now: number, timer: string): void {
-    if (timer === "probe") return this.onProbeTick(now);
-    if (timer === "probe-timeout") return this.onProbeTimeout();
-    if (timer.startsWith("relay:")) {
-      const rseq = Number(timer.slice(6));
-      const r = this.relays.get(rseq);
-      if (r) {
-        this.relays.delete(rseq);
-        this.send(r.origin, { p: "swim", t: "nack", seq: r.originSeq, g: this.piggyback() });
-      }
-      return;
-    }
-    if (timer.startsWith("suspect:")) return this.onSuspicionExpired(now, timer.slice(8));
+    if (timer === "probe") this.onProbeTick(now);
+    else if (timer === "probe-timeout") this.onProbeTimeout();
+    else if (timer.startsWith("relay:")) this.onRelayTimeout(Number(timer.slice(6)));
+    else if (timer.startsWith("suspect:")) this.onSuspicionExpired(now, timer.slice(8));
+  }
+
+  /** A relay heard nothing from the target in time: it says so (Lifeguard's nack). */
+  private onRelayTimeout(rseq: number): void {
+    const r = this.relays.get(rseq);
+    if (!r) return;
+    this.relays.delete(rseq);
+    this.send(r.origin, { p: "swim", t: "nack", seq: r.originSeq, g: this.piggyback() });
   }
 
   private onProbeTick(now: number): void {
@@ -284,7 +284,10 @@ export class SwimCore {
 
   /** Merge one gossiped fact. Stale incarnations never change anything. */
   private apply(now: number, u: Update): void {
-    if (u.id === this.id) return this.applyAboutSelf(u);
+    if (u.id === this.id) {
+      this.applyAboutSelf(u);
+      return;
+    }
     const m = this.members.get(u.id);
     switch (u.s) {
       case "alive": {
