@@ -27,7 +27,8 @@ export { VirtualClock } from "./runtime/virtual-clock.ts";
 export { applyFaults, type Fault, randomFaults, type ScheduledFault } from "./sim/faults.ts";
 export { MemoryStore } from "./sim/memory-store.ts";
 export { PingNode, type PingOptions } from "./sim/ping.ts";
-export { type Scenario, scenarios } from "./sim/scenarios.ts";
+export type { Scenario } from "./sim/scenario.ts";
+export { scenarios } from "./sim/scenarios/index.ts";
 export {
   type Invariant,
   type SimContext,

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { z } from "zod";
-import { scenarios } from "../sim/scenarios.ts";
+import { scenarios } from "../sim/scenarios/index.ts";
 import { SimulationFailure } from "../sim/simulation.ts";
 import { runSwarm } from "../sim/swarm.ts";
 import { duration, intString, validate } from "./options.ts";
@@ -62,6 +62,7 @@ export function registerSim(program: Command): void {
           `swarm ${scenario.name}: ${r.runs} seeds, ${r.failures.length} failed, ${r.steps} steps, ` +
             `${(r.virtualMs / 1000).toFixed(0)} s virtual in ${wall.toFixed(1)} s wall`,
         );
+        for (const [k, v] of Object.entries(r.stats)) console.log(`  ${k}: ${v}`);
         for (const f of r.failures) console.log(`  replay: ${f.replayCommand}`);
         process.exitCode = r.failures.length > 0 ? 1 : 0;
         return;
@@ -83,6 +84,7 @@ export function registerSim(program: Command): void {
           `${scenario.name} seed ${seed}: ${r.steps} steps, ${(r.virtualMs / 1000).toFixed(1)} s virtual in ` +
             `${wall.toFixed(2)} s wall; frames sent ${r.frames.sent}, delivered ${r.frames.delivered}; trace ${r.traceHash}`,
         );
+        for (const [k, v] of Object.entries(r.stats ?? {})) console.log(`  ${k}: ${v}`);
       } catch (e) {
         if (!(e instanceof SimulationFailure)) throw e;
         console.error(e.message);

@@ -14,6 +14,8 @@ export const SWIM_DEFAULTS = {
   retransmitMult: 4,
   maxPiggyback: 16,
   awarenessMax: 8,
+  /** Full state exchange with one random member this often (anti-entropy; memberlist: 30 s). */
+  pushPullIntervalMs: 30_000,
 } as const;
 
 export type SwimConfig = { -readonly [K in keyof typeof SWIM_DEFAULTS]: number };
@@ -155,6 +157,21 @@ export class SwimCore {
     this.enqueue(this.selfUpdate());
     this.joinSeeds();
     this.setTimer("probe", this.cfg.probeIntervalMs * this.rng.range(0.5, 1.5));
+    this.setTimer("push-pull", this.cfg.pushPullIntervalMs * this.rng.range(0.5, 1.5));
+  }
+
+  /**
+   * Anti-entropy: swap full state with one random live member. Gossip is sent a bounded number of
+   * times; this catches what it missed — e.g. a member wrongly declared dead during a partition
+   * learns it and refutes, and the two sides of a healed partition merge.
+   */
+  private onPushPull(): void {
+    this.setTimer("push-pull", this.cfg.pushPullIntervalMs * this.rng.range(0.8, 1.2));
+    if (this.leaving) return;
+    const live = this.liveIds();
+    const candidates = live.length > 0 ? live : [...this.members.keys()];
+    if (candidates.length === 0) return;
+    this.send(this.rng.pick(candidates), { p: "swim", t: "join", g: this.fullState() });
   }
 
   private onLeave(): void {
@@ -173,6 +190,7 @@ export class SwimCore {
   private onTimer(now: number, timer: string): void {
     if (timer === "probe") this.onProbeTick(now);
     else if (timer === "probe-timeout") this.onProbeTimeout();
+    else if (timer === "push-pull") this.onPushPull();
     else if (timer.startsWith("relay:")) this.onRelayTimeout(Number(timer.slice(6)));
     else if (timer.startsWith("suspect:")) this.onSuspicionExpired(now, timer.slice(8));
   }

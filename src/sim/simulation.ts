@@ -75,6 +75,8 @@ export interface SimulationResult {
   traceHash: string;
   traceLines: number;
   frames: { sent: number; delivered: number; dropped: Record<string, number> };
+  /** Scenario-specific measurements (e.g. false suspicions), summed by a swarm. */
+  stats?: Record<string, number>;
 }
 
 /** An invariant failed: carries everything needed to replay it. */
@@ -281,6 +283,19 @@ export class Simulation<N extends SimNode> {
     };
   }
 
+  /** Fail the run now, as an invariant would (for checks made outside the per-step invariants). */
+  fail(invariant: string, violation: string): never {
+    throw new SimulationFailure(
+      this.seed,
+      invariant,
+      violation,
+      this.clock.now(),
+      this.steps,
+      this.replayCommand(),
+      this.trace.tail(40),
+    );
+  }
+
   replayCommand(): string {
     return `${this.options.replay ?? "npm run sim --"} --seed ${this.seed}`;
   }
@@ -322,17 +337,7 @@ export class Simulation<N extends SimNode> {
   private check(): void {
     for (const inv of this.options.invariants ?? []) {
       const violation = inv.check(this);
-      if (violation !== undefined) {
-        throw new SimulationFailure(
-          this.seed,
-          inv.name,
-          violation,
-          this.clock.now(),
-          this.steps,
-          this.replayCommand(),
-          this.trace.tail(40),
-        );
-      }
+      if (violation !== undefined) this.fail(inv.name, violation);
     }
   }
 }

@@ -1,4 +1,4 @@
-import type { Scenario, ScenarioOptions } from "./scenarios.ts";
+import type { Scenario, ScenarioOptions } from "./scenario.ts";
 import { SimulationFailure, type SimulationResult } from "./simulation.ts";
 
 export interface SwarmOptions extends Omit<ScenarioOptions, "seed" | "keepTrace" | "onTrace"> {
@@ -15,12 +15,14 @@ export interface SwarmResult {
   failures: SimulationFailure[];
   steps: number;
   virtualMs: number;
+  /** Scenario measurements summed over the passing runs. */
+  stats: Record<string, number>;
 }
 
 /** Run a scenario over many seeds. Failures are collected with their replay commands, never swallowed. */
 export function runSwarm(scenario: Scenario, o: SwarmOptions): SwarmResult {
   const first = o.firstSeed ?? 1;
-  const out: SwarmResult = { runs: 0, failures: [], steps: 0, virtualMs: 0 };
+  const out: SwarmResult = { runs: 0, failures: [], steps: 0, virtualMs: 0, stats: {} };
   for (let i = 0; i < o.seeds; i++) {
     const seed = (first + i) >>> 0;
     out.runs++;
@@ -28,6 +30,7 @@ export function runSwarm(scenario: Scenario, o: SwarmOptions): SwarmResult {
       const r = scenario.run({ seed, nodes: o.nodes, durationMs: o.durationMs, faults: o.faults });
       out.steps += r.steps;
       out.virtualMs += r.virtualMs;
+      for (const [k, v] of Object.entries(r.stats ?? {})) out.stats[k] = (out.stats[k] ?? 0) + v;
       o.onRun?.(seed, r);
     } catch (e) {
       if (!(e instanceof SimulationFailure)) throw e;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ConnectionEvent } from "../../src/net/transport.ts";
-import { pingScenario } from "../../src/sim/scenarios.ts";
+import { pingScenario } from "../../src/sim/scenarios/ping.ts";
 import { runSwarm } from "../../src/sim/swarm.ts";
 import { mean, pingSim } from "./ping-harness.ts";
 

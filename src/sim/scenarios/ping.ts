@@ -1,25 +1,8 @@
-import type { NodeId } from "../net/transport.ts";
-import { applyFaults, randomFaults } from "./faults.ts";
-import { PingNode } from "./ping.ts";
-import { type Invariant, Simulation, type SimulationResult } from "./simulation.ts";
-
-export interface ScenarioOptions {
-  seed: number;
-  nodes: number;
-  durationMs: number;
-  /** Draw a random fault plan from the seed. */
-  faults: boolean;
-  keepTrace?: boolean;
-  /** Called with every trace line when keepTrace is on, after the run. */
-  onTrace?: (lines: string[]) => void;
-}
-
-export interface Scenario {
-  name: string;
-  description: string;
-  defaults: { nodes: number; durationMs: number };
-  run(o: ScenarioOptions): SimulationResult;
-}
+import type { NodeId } from "../../net/transport.ts";
+import { applyFaults, randomFaults } from "../faults.ts";
+import { PingNode } from "../ping.ts";
+import type { Scenario } from "../scenario.ts";
+import { type Invariant, Simulation } from "../simulation.ts";
 
 /**
  * The ping scenario: every node pings the others once a second under a random fault plan. Its
@@ -69,5 +52,3 @@ export const pingScenario: Scenario = {
     return result;
   },
 };
-
-export const scenarios: Record<string, Scenario> = { ping: pingScenario };

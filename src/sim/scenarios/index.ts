@@ -1,0 +1,6 @@
+import type { Scenario } from "../scenario.ts";
+import { pingScenario } from "./ping.ts";
+import { swimScenario } from "./swim.ts";
+
+/** Scenarios `faultline sim --scenario NAME` can run. */
+export const scenarios: Record<string, Scenario> = { ping: pingScenario, swim: swimScenario };
