@@ -1,10 +1,13 @@
+import type { ReportEvent } from "../detect/report.ts";
+import type { MemberStatus } from "../membership/messages.ts";
 import type { Address, ConnectionEvent, NodeId, TransportStats } from "../net/transport.ts";
 
 /** Messages between `faultline up` (the supervisor) and the `faultline node` processes it runs. */
 export type ToSupervisor =
   | { type: "listening"; id: NodeId; address: Address; boot: string }
   | { type: "status"; id: NodeId; at: number; peers: Record<NodeId, PeerStatus>; stats: TransportStats }
-  | { type: "connection"; id: NodeId; event: ConnectionEvent };
+  | { type: "connection"; id: NodeId; event: ConnectionEvent }
+  | { type: "report"; id: NodeId; report: ReportEvent };
 
 export type ToNode = { type: "peers"; peers: Record<NodeId, Address> };
 
@@ -13,4 +16,6 @@ export interface PeerStatus {
   rtt?: number;
   /** Milliseconds since the last pong, when there has been one. */
   sinceMs?: number;
+  /** What SWIM membership says of the peer. */
+  member?: MemberStatus;
 }

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { z } from "zod";
+import { DetectionNode } from "../detect/detection-node.ts";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { Address, NodeId } from "../net/transport.ts";
 import { realClock } from "../runtime/clock.ts";
@@ -7,7 +8,7 @@ import { createLogger } from "../runtime/logger.ts";
 import { createRng } from "../runtime/rng.ts";
 import { PingNode } from "../sim/ping.ts";
 import type { PeerStatus, ToNode, ToSupervisor } from "./ipc.ts";
-import { duration, parseClusterKey, port, validate } from "./options.ts";
+import { duration, intString, parseClusterKey, port, validate } from "./options.ts";
 
 const NodeOptions = z.object({
   id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
@@ -15,6 +16,9 @@ const NodeOptions = z.object({
   port,
   peers: z.string().optional(),
   interval: duration,
+  probeInterval: duration,
+  probeTimeout: duration,
+  suspicionMult: intString(1, 100),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
 });
 
@@ -38,7 +42,10 @@ export function registerNode(program: Command): void {
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0: any free port)", "0")
     .option("--peers <list>", "peers as id=host:port,id=host:port")
-    .option("--interval <time>", "ping interval", "250ms")
+    .option("--interval <time>", "ping interval (the RTT view)", "250ms")
+    .option("--probe-interval <time>", "SWIM probe interval (memberlist LAN: 1s)", "1s")
+    .option("--probe-timeout <time>", "SWIM direct probe timeout (memberlist LAN: 500ms)", "500ms")
+    .option("--suspicion-mult <n>", "SWIM suspicion multiplier (memberlist LAN: 4)", "4")
     .option("--log-level <level>", "log level (logs go to stderr)", "warn")
     .addHelpText("after", "\nThe cluster key comes from FAULTLINE_CLUSTER_KEY (hex, the same on every node).")
     .action(async (raw) => {
@@ -66,7 +73,27 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   await transport.start();
   const rng = createRng((Math.random() * 2 ** 32) >>> 0);
   let ping: PingNode | undefined;
-  const startPing = (ids: NodeId[]) => {
+  let detection: DetectionNode | undefined;
+  const startWork = (ids: NodeId[]) => {
+    if (!detection) {
+      detection = new DetectionNode({
+        id: o.id,
+        clock: realClock,
+        rng: rng.fork("swim"),
+        transport,
+        seeds: ids,
+        address: transport.address(),
+        learnAddress: (id, addr) => transport.addPeer(id, addr),
+        swim: {
+          probeIntervalMs: o.probeInterval,
+          probeTimeoutMs: o.probeTimeout,
+          suspicionMult: o.suspicionMult,
+        },
+        logger,
+      });
+      detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));
+      detection.start();
+    }
     ping?.stop();
     // Every peer every interval: the live view then shows each path's RTT at the same freshness.
     ping = new PingNode(
@@ -77,7 +104,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   };
   transport.on("connection", (event) => tell({ type: "connection", id: o.id, event }));
   tell({ type: "listening", id: o.id, address: transport.address(), boot: transport.boot });
-  if (Object.keys(peers).length > 0) startPing(Object.keys(peers));
+  if (Object.keys(peers).length > 0) startWork(Object.keys(peers));
 
   const status = setInterval(() => {
     const now = realClock.now();
@@ -86,6 +113,8 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
       const s: PeerStatus = { connection: transport.peerState(peer) };
       if (v.rtt !== undefined) s.rtt = v.rtt;
       if (v.lastPong !== undefined) s.sinceMs = now - v.lastPong;
+      const member = detection?.swim.core.member(peer);
+      if (member) s.member = member.status;
       view[peer] = s;
     }
     tell({ type: "status", id: o.id, at: now, peers: view, stats: transport.stats() });
@@ -97,6 +126,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     stopping = true;
     clearInterval(status);
     ping?.stop();
+    detection?.stop();
     await transport.stop();
     process.exit(0);
   };
@@ -108,7 +138,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     process.on("message", (m: ToNode) => {
       if (m.type === "peers") {
         for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
-        startPing(Object.keys(m.peers).filter((id) => id !== o.id));
+        startWork(Object.keys(m.peers).filter((id) => id !== o.id));
       }
     });
   }

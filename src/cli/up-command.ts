@@ -108,14 +108,18 @@ class Supervisor {
       script,
       [
         "node",
-        "--id",
-        c.id,
-        "--port",
-        String(port),
-        "--interval",
-        `${this.intervalMs}ms`,
-        "--log-level",
-        "error",
+        ...[
+          "--id",
+          c.id,
+          "--port",
+          String(port),
+          "--interval",
+          `${this.intervalMs}ms`,
+          "--log-level",
+          "error",
+        ],
+        // Faster than memberlist's LAN defaults so that a demo shows verdicts within seconds.
+        ...["--probe-interval", "200ms", "--probe-timeout", "100ms", "--suspicion-mult", "3"],
       ],
       {
         env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key },
@@ -154,6 +158,17 @@ class Supervisor {
         c.peers = m.peers;
         c.reportedAt = performance.now();
         break;
+      case "report": {
+        const r = m.report;
+        if (r.type === "failure") {
+          this.log(
+            `${c.id} REPORTS ${r.subject}: ${r.kind} (${r.certainty}) [${r.evidence.map((e) => e.what).join(", ")}]`,
+          );
+        } else {
+          this.log(`${c.id} reports ${r.subject} recovered from ${r.kind}`);
+        }
+        break;
+      }
       case "connection":
         if (this.stopping === undefined) {
           this.log(

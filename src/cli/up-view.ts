@@ -19,6 +19,7 @@ export function cell(from: ChildView, to: NodeId, intervalMs: number): string {
   if (from.state !== "running") return "";
   const p = from.peers?.[to];
   if (!p) return "?";
+  if (p.member && p.member !== "alive") return p.member;
   const silentAfter = Math.max(3 * intervalMs, 1000);
   if (p.sinceMs !== undefined && p.sinceMs > silentAfter) return `silent ${(p.sinceMs / 1000).toFixed(1)}s`;
   if (p.connection !== "connected") return p.connection;

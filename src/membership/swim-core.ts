@@ -212,7 +212,9 @@ export class SwimCore {
       // The whole period passed without an ack, direct or relayed.
       this.health.worse(1 + Math.max(0, p.relays - p.nacks));
       const m = this.members.get(p.target);
-      if (m && m.status === "alive") this.suspect(now, m, m.incarnation, this.id);
+      if (m?.status === "alive") this.suspect(now, m, m.incarnation, this.id);
+      // Our own failed probe of a member already suspected is an independent confirmation.
+      else if (m?.status === "suspect") this.confirm(now, m, this.id);
     }
     this.probe = undefined;
     if (this.members.size === 0) {

@@ -46,12 +46,22 @@ describe("faultline up", () => {
     await u.until(() => u.has(/n3 \(pid \d+\) exited: signal SIGKILL/), "n3 to die");
     await u.until(() => u.has(/n\d sees n3: (closed|reset)/), "peers to see n3's connection end");
     await u.until(() => u.has(/n\d sees n3: refused/), "peers to see n3 refuse");
+    await u.until(
+      () => u.lines.filter((l) => /n\d REPORTS n3: process-exit \(suspected\)/.test(l)).length === 4,
+      "every other node to report n3's process exit",
+      20_000,
+    );
     u.proc.stdin!.write("restart n3\n");
     await u.until(() => u.pids().length === 6, "n3 to come back", 20_000);
     started.push(...u.pids());
     await u.until(
       () => u.lines.filter((l) => /n\d sees n3: connected/.test(l)).length >= 5,
       "peers to reconnect to n3",
+      20_000,
+    );
+    await u.until(
+      () => u.lines.filter((l) => /n\d reports n3 recovered from process-exit/.test(l)).length === 4,
+      "every other node to clear n3's failure",
       20_000,
     );
     u.proc.stdin!.write("quit\n");
