@@ -45,6 +45,6 @@ if (mode === "raw") {
     else if (++sunk % ACK_EVERY === 0) t.send(from, { k: 3, n: sunk });
   });
   await t.start();
-  process.stdout.write(`${JSON.stringify({ port: t.address().port })}\n`);
+  process.stdout.write(`${JSON.stringify({ port: t.port() })}\n`);
 }
 process.on("SIGTERM", () => process.exit(0));

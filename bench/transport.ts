@@ -149,7 +149,7 @@ async function inProcess(n: number): Promise<{ raw: number[]; faultline: number[
   const echo = new TcpTransport({ id: "echo", clusterKey: KEY });
   await echo.start();
   echo.on("message", (from, m) => echo.send(from, m));
-  const fl = await faultlineEndpoint(echo.address().port);
+  const fl = await faultlineEndpoint(echo.port());
   const flSamples = await rtt(fl, 64, n);
   await fl.close();
   await echo.stop();

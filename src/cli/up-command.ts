@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { z } from "zod";
-import type { Address, NodeId } from "../net/transport.ts";
+import { type Address, formatAddress, type NodeId } from "../net/transport.ts";
 import type { ToNode, ToSupervisor } from "./ipc.ts";
 import { duration, intString, validate } from "./options.ts";
 import { type ChildView, renderTable } from "./up-view.ts";
@@ -146,7 +146,7 @@ class Supervisor {
         c.address = m.address;
         c.state = "running";
         this.log(
-          `${c.id} listening on ${m.address.host}:${m.address.port} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`,
+          `${c.id} listening on ${formatAddress(m.address)} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`,
         );
         if (this.children.every((x) => x.address)) {
           const table: ToNode = { type: "peers", peers: this.peerTable() };
@@ -216,7 +216,7 @@ class Supervisor {
       return;
     }
     this.log(`you: restart ${c.id}`);
-    this.spawn(c, c.address?.port ?? 0);
+    this.spawn(c, c.address && "port" in c.address ? c.address.port : 0);
   }
 
   private command(line: string): void {

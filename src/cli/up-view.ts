@@ -37,7 +37,7 @@ export function renderTable(children: ChildView[], intervalMs: number, selected?
     const mark = c.id === selected ? "> " : "  ";
     const row = ids.map((to) => pad(cell(c, to, intervalMs), w)).join("");
     lines.push(
-      `${pad(mark + c.id, 8)}${pad(String(c.pid ?? "-"), 9)}${pad(String(c.address?.port ?? "-"), 7)}${pad(c.state, 10)}| ${row}`,
+      `${pad(mark + c.id, 8)}${pad(String(c.pid ?? "-"), 9)}${pad(c.address && "port" in c.address ? String(c.address.port) : "-", 7)}${pad(c.state, 10)}| ${row}`,
     );
   }
   return lines;

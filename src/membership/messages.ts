@@ -1,4 +1,4 @@
-import type { Address, NodeId } from "../net/transport.ts";
+import { type Address, isAddress, type NodeId } from "../net/transport.ts";
 
 /** A member's state as SWIM gossips it. */
 export type MemberStatus = "alive" | "suspect" | "dead" | "left";
@@ -36,12 +36,7 @@ function isUpdate(u: unknown): u is Update {
   const x = u as Update;
   if (!isId(x.id) || !isSeq(x.inc) || !STATUSES.has(x.s)) return false;
   if (x.by !== undefined && !isId(x.by)) return false;
-  if (x.addr !== undefined) {
-    const a = x.addr as Partial<Address>;
-    if (typeof a !== "object" || a === null || typeof a.host !== "string" || !Number.isInteger(a.port))
-      return false;
-  }
-  return true;
+  return x.addr === undefined || isAddress(x.addr);
 }
 
 /** Whether a message is addressed to SWIM at all (others on the transport are not its business). */

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { decode, encode } from "../runtime/codec.ts";
 import { FrameError } from "../runtime/errors.ts";
-import type { Address, NodeId } from "./transport.ts";
+import { type Address, isAddress, type NodeId } from "./transport.ts";
 
 /** Wire protocol of the HELLO exchange. Bumped when the handshake changes incompatibly. */
 export const HANDSHAKE_VERSION = 1;
@@ -52,12 +52,7 @@ export function decodeHello(payload: Uint8Array, expectEcho: boolean): Hello {
   if (!(h.nonce instanceof Uint8Array) || h.nonce.length !== NONCE_BYTES) throw bad("missing nonce");
   if (expectEcho && (!(h.echo instanceof Uint8Array) || h.echo.length !== NONCE_BYTES))
     throw bad("missing echo");
-  if (h.addr !== undefined) {
-    const a = h.addr as Partial<Address>;
-    if (typeof a !== "object" || a === null || typeof a.host !== "string" || !Number.isInteger(a.port)) {
-      throw bad("malformed listen address");
-    }
-  }
+  if (h.addr !== undefined && !isAddress(h.addr)) throw bad("malformed listen address");
   return h as Hello;
 }
 

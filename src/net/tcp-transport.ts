@@ -50,6 +50,8 @@ export interface TcpTransportOptions {
   clusterKey: Uint8Array;
   host?: string;
   port?: number;
+  /** Listen on this Unix socket path instead of host:port (a host agent's local socket). */
+  path?: string;
   /** Known peers and where they listen. More can be added with addPeer, or learned when they connect. */
   peers?: Record<NodeId, Address>;
   clock?: Clock;
@@ -96,7 +98,8 @@ export class TcpTransport implements Transport, ConnectionHost {
   readonly maxFrameBytes: number;
   readonly handshakeTimeoutMs: number;
 
-  private readonly o: Required<Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics">>;
+  private readonly o: Required<Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics" | "path">>;
+  private readonly path: string | undefined;
   private readonly rng: Rng;
   private readonly log: Logger;
   private readonly emitter: Emitter<TransportEvents>;
@@ -140,6 +143,7 @@ export class TcpTransport implements Transport, ConnectionHost {
       maxPendingHandshakes: options.maxPendingHandshakes ?? TCP_DEFAULTS.maxPendingHandshakes,
       badFrameLogIntervalMs: options.badFrameLogIntervalMs ?? TCP_DEFAULTS.badFrameLogIntervalMs,
     };
+    this.path = options.path;
     this.maxFrameBytes = this.o.maxFrameBytes;
     this.handshakeTimeoutMs = this.o.handshakeTimeoutMs;
     this.badFrameLog = new RateLimiter(this.clock, this.o.badFrameLogIntervalMs);
@@ -156,21 +160,24 @@ export class TcpTransport implements Transport, ConnectionHost {
     if (this.state !== "new") throw new FaultlineError(ErrorCode.Stopped, "a transport can be started once");
     const server = createServer((socket) => this.onInbound(socket));
     this.server = server;
+    const where = this.path ?? `${this.o.host}:${this.o.port}`;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) =>
         reject(
           new FaultlineError(
             ErrorCode.BadConfig,
-            `cannot listen on ${this.o.host}:${this.o.port} (${err.code}): choose another port or stop what uses it`,
+            `cannot listen on ${where} (${err.code}): choose another ${this.path ? "path" : "port"} or stop what uses it`,
             { cause: err },
           ),
         ),
       );
-      server.listen(this.o.port, this.o.host, () => resolve());
+      if (this.path) server.listen(this.path, () => resolve());
+      else server.listen(this.o.port, this.o.host, () => resolve());
     });
     server.on("error", (err) => this.log.error({ err }, "listener error"));
     const a = server.address();
-    if (a && typeof a === "object") this.bound = { host: a.address, port: a.port };
+    if (this.path) this.bound = { path: this.path };
+    else if (a && typeof a === "object") this.bound = { host: a.address, port: a.port };
     this.state = "started";
     this.log.debug({ address: this.bound }, "listening");
   }
@@ -209,6 +216,13 @@ export class TcpTransport implements Transport, ConnectionHost {
     if (!this.bound)
       throw new FaultlineError(ErrorCode.Stopped, "transport is not listening: call start() first");
     return this.bound;
+  }
+
+  /** The TCP port this transport listens on (after start; not for a Unix socket). */
+  port(): number {
+    const a = this.address();
+    if (!("port" in a)) throw new FaultlineError(ErrorCode.BadArgument, `transport listens on ${a.path}, not a TCP port`);
+    return a.port;
   }
 
   listenAddress(): Address | undefined {
@@ -316,7 +330,8 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   private ensureDial(p: Peer): void {
     if (this.state !== "started" || p.conn || p.dial || p.retry || !p.addr) return;
-    const socket = createConnection({ host: p.addr.host, port: p.addr.port });
+    const a = p.addr;
+    const socket = "path" in a ? createConnection({ path: a.path }) : createConnection({ host: a.host, port: a.port });
     this.track(socket);
     p.dial = new TcpConnection(this, socket, "out", p.id);
   }

@@ -2,9 +2,19 @@ import type { Service } from "../runtime/lifecycle.ts";
 
 export type NodeId = string;
 
-export interface Address {
-  host: string;
-  port: number;
+/** Where a node listens: a TCP host and port, or (for a host agent's local socket) a Unix socket path. */
+export type Address = { host: string; port: number } | { path: string };
+
+/** Whether `a` is a well-formed Address (validates untrusted input: handshakes, gossip). */
+export function isAddress(a: unknown): a is Address {
+  if (typeof a !== "object" || a === null) return false;
+  const x = a as { host?: unknown; port?: unknown; path?: unknown };
+  if (typeof x.path === "string") return x.path.length > 0 && x.path.length <= 1024;
+  return typeof x.host === "string" && Number.isInteger(x.port) && (x.port as number) >= 0 && (x.port as number) <= 65535;
+}
+
+export function formatAddress(a: Address): string {
+  return "path" in a ? a.path : `${a.host}:${a.port}`;
 }
 
 /**
