@@ -1,5 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { isFaultlineError } from "../runtime/errors.ts";
+import { registerAgent } from "./agent-command.ts";
 import { registerNode } from "./node-command.ts";
 import { registerSim } from "./sim-command.ts";
 import { registerUp } from "./up-command.ts";
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerUp(program);
   registerNode(program);
+  registerAgent(program);
   registerSim(program);
   return program;
 }

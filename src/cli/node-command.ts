@@ -1,9 +1,11 @@
 import type { Command } from "commander";
 import { z } from "zod";
+import { AgentClient } from "../agent/agent-client.ts";
 import { DetectionNode } from "../detect/detection-node.ts";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { Address, NodeId } from "../net/transport.ts";
 import { realClock } from "../runtime/clock.ts";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { createRng } from "../runtime/rng.ts";
 import { PingNode } from "../sim/ping.ts";
@@ -19,6 +21,8 @@ const NodeOptions = z.object({
   probeInterval: duration,
   probeTimeout: duration,
   suspicionMult: intString(1, 100),
+  agentSocket: z.string().optional(),
+  agentId: z.string().optional(),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
 });
 
@@ -46,6 +50,8 @@ export function registerNode(program: Command): void {
     .option("--probe-interval <time>", "SWIM probe interval (memberlist LAN: 1s)", "1s")
     .option("--probe-timeout <time>", "SWIM direct probe timeout (memberlist LAN: 500ms)", "500ms")
     .option("--suspicion-mult <n>", "SWIM suspicion multiplier (memberlist LAN: 4)", "4")
+    .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")
+    .option("--agent-id <id>", "the host agent's id (agent:<host>)")
     .option("--log-level <level>", "log level (logs go to stderr)", "warn")
     .addHelpText("after", "\nThe cluster key comes from FAULTLINE_CLUSTER_KEY (hex, the same on every node).")
     .action(async (raw) => {
@@ -71,6 +77,19 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     else console.log(JSON.stringify(m));
   };
   await transport.start();
+  let agent: AgentClient | undefined;
+  if (o.agentSocket) {
+    if (!o.agentId)
+      throw new FaultlineError(ErrorCode.BadConfig, "--agent-socket needs --agent-id (agent:<host>) too");
+    agent = new AgentClient({
+      id: o.id,
+      agentId: o.agentId,
+      socketPath: o.agentSocket,
+      clusterKey: o.key,
+      logger,
+    });
+    await agent.start();
+  }
   const rng = createRng((Math.random() * 2 ** 32) >>> 0);
   let ping: PingNode | undefined;
   let detection: DetectionNode | undefined;
@@ -127,6 +146,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     clearInterval(status);
     ping?.stop();
     detection?.stop();
+    await agent?.stop();
     await transport.stop();
     process.exit(0);
   };

@@ -1,5 +1,8 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { z } from "zod";
@@ -41,6 +44,9 @@ export function registerUp(program: Command): void {
 class Supervisor {
   private readonly key = randomBytes(32).toString("hex");
   private readonly children: Child[];
+  /** The host agent all node processes register with (this machine is one host). */
+  private readonly agent: Child;
+  private readonly dir = mkdtempSync(join(tmpdir(), "faultline-up-"));
   private readonly events: string[] = [];
   private readonly t0 = performance.now();
   private selected = 0;
@@ -62,6 +68,20 @@ class Supervisor {
       reportedAt: undefined,
       proc: undefined,
     }));
+    this.agent = {
+      id: "agent:local",
+      pid: undefined,
+      address: undefined,
+      state: "starting",
+      peers: undefined,
+      reportedAt: undefined,
+      proc: undefined,
+    };
+  }
+
+  /** Every process this supervisor runs: the agent and the nodes. */
+  private all(): Child[] {
+    return [this.agent, ...this.children];
   }
 
   async run(durationMs: number | undefined): Promise<void> {
@@ -72,10 +92,11 @@ class Supervisor {
     process.on("SIGTERM", () => void this.stop("terminated"));
     // Last resort: if this process exits for any reason, no child outlives it.
     process.on("exit", () => {
-      for (const c of this.children) if (c.proc && c.state !== "dead") c.proc.kill("SIGKILL");
+      for (const c of this.all()) if (c.proc && c.state !== "dead") c.proc.kill("SIGKILL");
+      rmSync(this.dir, { recursive: true, force: true });
     });
-    this.log(`starting ${this.children.length} nodes on 127.0.0.1`);
-    for (const c of this.children) this.spawn(c, 0);
+    this.log(`starting a host agent and ${this.children.length} nodes on 127.0.0.1`);
+    for (const c of this.all()) this.spawn(c, 0);
     const render = setInterval(() => this.render(), this.interactive ? 250 : 2000);
     this.listenInput();
     const timer =
@@ -98,34 +119,37 @@ class Supervisor {
 
   private peerTable(): Record<NodeId, Address> {
     const out: Record<NodeId, Address> = {};
-    for (const c of this.children) if (c.address) out[c.id] = c.address;
+    for (const c of this.all()) if (c.address) out[c.id] = c.address;
     return out;
   }
 
   private spawn(c: Child, port: number): void {
     const script = process.argv[1]!;
-    const proc = fork(
-      script,
-      [
-        "node",
-        ...[
-          "--id",
-          c.id,
-          "--port",
-          String(port),
-          "--interval",
-          `${this.intervalMs}ms`,
-          "--log-level",
-          "error",
-        ],
-        // Faster than memberlist's LAN defaults so that a demo shows verdicts within seconds.
-        ...["--probe-interval", "200ms", "--probe-timeout", "100ms", "--suspicion-mult", "3"],
-      ],
-      {
-        env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key },
-        stdio: ["ignore", "ignore", "inherit", "ipc"],
-      },
-    );
+    const socket = join(this.dir, "agent.sock");
+    // Faster than memberlist's LAN defaults so that a demo shows SWIM verdicts within seconds.
+    const swim = ["--probe-interval", "200ms", "--probe-timeout", "100ms", "--suspicion-mult", "3"];
+    const args =
+      c === this.agent
+        ? [
+            "agent",
+            "--host",
+            "local",
+            "--socket",
+            socket,
+            "--port",
+            String(port),
+            "--log-level",
+            "error",
+            ...swim,
+          ]
+        : [
+            ...["node", "--id", c.id, "--port", String(port), "--interval", `${this.intervalMs}ms`],
+            ...["--agent-socket", socket, "--agent-id", this.agent.id, "--log-level", "error", ...swim],
+          ];
+    const proc = fork(script, args, {
+      env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key },
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
     c.proc = proc;
     c.pid = proc.pid;
     c.state = "starting";
@@ -136,7 +160,7 @@ class Supervisor {
       c.state = "dead";
       c.peers = undefined;
       this.log(`${c.id} (pid ${proc.pid}) exited: ${signal ? `signal ${signal}` : `code ${code}`}`);
-      if (this.stopping && this.children.every((x) => x.state === "dead")) this.done();
+      if (this.stopping && this.all().every((x) => x.state === "dead")) this.done();
     });
   }
 
@@ -148,9 +172,9 @@ class Supervisor {
         this.log(
           `${c.id} listening on ${formatAddress(m.address)} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`,
         );
-        if (this.children.every((x) => x.address)) {
+        if (this.all().every((x) => x.address)) {
           const table: ToNode = { type: "peers", peers: this.peerTable() };
-          for (const x of this.children) if (x.proc?.connected) x.proc.send(table);
+          for (const x of this.all()) if (x.proc?.connected) x.proc.send(table);
         }
         break;
       }
@@ -160,6 +184,7 @@ class Supervisor {
         break;
       case "report": {
         const r = m.report;
+        if (this.stopping) break;
         if (r.type === "failure") {
           this.log(
             `${c.id} REPORTS ${r.subject}: ${r.kind} (${r.certainty}) [${r.evidence.map((e) => e.what).join(", ")}]`,
@@ -292,18 +317,18 @@ class Supervisor {
     this.input?.close();
     process.stdin.destroy();
     this.log(`stopping (${why})`);
-    const alive = this.children.filter((c) => c.proc && c.state !== "dead");
+    const alive = this.all().filter((c) => c.proc && c.state !== "dead");
     for (const c of alive) {
       if (c.state === "paused") c.proc!.kill("SIGCONT");
       c.proc!.kill("SIGTERM");
     }
     const force = setTimeout(() => {
-      for (const c of this.children) if (c.proc && c.state !== "dead") c.proc.kill("SIGKILL");
+      for (const c of this.all()) if (c.proc && c.state !== "dead") c.proc.kill("SIGKILL");
     }, 3000);
-    if (alive.length === 0 || this.children.every((x) => x.state === "dead")) this.done();
+    if (alive.length === 0 || this.all().every((x) => x.state === "dead")) this.done();
     await new Promise<void>((r) => {
       const check = setInterval(() => {
-        if (this.children.every((x) => x.state === "dead")) {
+        if (this.all().every((x) => x.state === "dead")) {
           clearInterval(check);
           r();
         }

@@ -4,6 +4,8 @@ import { SwimNode } from "../membership/swim-node.ts";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Rng } from "../runtime/rng.ts";
+import { AgentDetector } from "./agent-detector.ts";
+import type { Detector } from "./detector.ts";
 import { MembershipDetector } from "./membership-detector.ts";
 import { Monitor } from "./monitor.ts";
 
@@ -26,7 +28,7 @@ export interface DetectionNodeOptions {
 export class DetectionNode {
   readonly swim: SwimNode;
   readonly monitor: Monitor;
-  private readonly detector: MembershipDetector;
+  private readonly detectors: Detector[];
 
   constructor(o: DetectionNodeOptions) {
     this.monitor = new Monitor(o.logger);
@@ -41,12 +43,15 @@ export class DetectionNode {
       ...(o.swim ? { config: o.swim } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
     });
-    this.detector = new MembershipDetector({
-      swim: this.swim,
-      transport: o.transport,
-      monitor: this.monitor,
-      clock: o.clock,
-    });
+    this.detectors = [
+      new MembershipDetector({
+        swim: this.swim,
+        transport: o.transport,
+        monitor: this.monitor,
+        clock: o.clock,
+      }),
+      new AgentDetector({ id: o.id, transport: o.transport, monitor: this.monitor, clock: o.clock }),
+    ];
   }
 
   get id(): NodeId {
@@ -54,12 +59,12 @@ export class DetectionNode {
   }
 
   start(): void {
-    this.detector.start();
+    for (const d of this.detectors) d.start();
     this.swim.start();
   }
 
   stop(): void {
     this.swim.stop();
-    this.detector.stop();
+    for (const d of this.detectors) d.stop();
   }
 }

@@ -71,6 +71,8 @@ export class TcpConnection {
   superseded = false;
   /** The socket's write buffer is full; wait for drain. */
   blocked = false;
+  /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */
+  tcpConnected = false;
   readonly remote: string;
 
   private readonly reader = new FrameReader(HANDSHAKE_MAX_FRAME);
@@ -128,6 +130,7 @@ export class TcpConnection {
 
   private onConnect(): void {
     if (this.state !== "connecting") return;
+    this.tcpConnected = true;
     this.state = "handshake";
     this.writeHello({ to: this.peer! });
   }

@@ -52,6 +52,8 @@ export interface TcpTransportOptions {
   port?: number;
   /** Listen on this Unix socket path instead of host:port (a host agent's local socket). */
   path?: string;
+  /** Accept connections (default true); a client that only dials out sets false. */
+  listen?: boolean;
   /** Known peers and where they listen. More can be added with addPeer, or learned when they connect. */
   peers?: Record<NodeId, Address>;
   clock?: Clock;
@@ -98,7 +100,10 @@ export class TcpTransport implements Transport, ConnectionHost {
   readonly maxFrameBytes: number;
   readonly handshakeTimeoutMs: number;
 
-  private readonly o: Required<Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics" | "path">>;
+  private readonly o: Required<
+    Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics" | "path" | "listen">
+  >;
+  private readonly listens: boolean;
   private readonly path: string | undefined;
   private readonly rng: Rng;
   private readonly log: Logger;
@@ -144,6 +149,7 @@ export class TcpTransport implements Transport, ConnectionHost {
       badFrameLogIntervalMs: options.badFrameLogIntervalMs ?? TCP_DEFAULTS.badFrameLogIntervalMs,
     };
     this.path = options.path;
+    this.listens = options.listen ?? true;
     this.maxFrameBytes = this.o.maxFrameBytes;
     this.handshakeTimeoutMs = this.o.handshakeTimeoutMs;
     this.badFrameLog = new RateLimiter(this.clock, this.o.badFrameLogIntervalMs);
@@ -158,6 +164,10 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   async start(): Promise<void> {
     if (this.state !== "new") throw new FaultlineError(ErrorCode.Stopped, "a transport can be started once");
+    if (!this.listens) {
+      this.state = "started";
+      return;
+    }
     const server = createServer((socket) => this.onInbound(socket));
     this.server = server;
     const where = this.path ?? `${this.o.host}:${this.o.port}`;
@@ -221,7 +231,8 @@ export class TcpTransport implements Transport, ConnectionHost {
   /** The TCP port this transport listens on (after start; not for a Unix socket). */
   port(): number {
     const a = this.address();
-    if (!("port" in a)) throw new FaultlineError(ErrorCode.BadArgument, `transport listens on ${a.path}, not a TCP port`);
+    if (!("port" in a))
+      throw new FaultlineError(ErrorCode.BadArgument, `transport listens on ${a.path}, not a TCP port`);
     return a.port;
   }
 
@@ -331,7 +342,8 @@ export class TcpTransport implements Transport, ConnectionHost {
   private ensureDial(p: Peer): void {
     if (this.state !== "started" || p.conn || p.dial || p.retry || !p.addr) return;
     const a = p.addr;
-    const socket = "path" in a ? createConnection({ path: a.path }) : createConnection({ host: a.host, port: a.port });
+    const socket =
+      "path" in a ? createConnection({ path: a.path }) : createConnection({ host: a.host, port: a.port });
     this.track(socket);
     p.dial = new TcpConnection(this, socket, "out", p.id);
   }
@@ -482,7 +494,10 @@ export class TcpTransport implements Transport, ConnectionHost {
       this.scheduleRetry(p);
     } else if (p.dial === conn) {
       p.dial = undefined;
-      this.emitConnection(p.id, kind, code);
+      // A dial the peer accepted and then closed cleanly during the handshake is no evidence of
+      // failure: that is how the peer turns down our side of a simultaneous dial.
+      if (!(kind === "closed" && code === undefined && conn.tcpConnected))
+        this.emitConnection(p.id, kind, code);
       this.scheduleRetry(p);
     }
   }

@@ -10,7 +10,12 @@ export function isAddress(a: unknown): a is Address {
   if (typeof a !== "object" || a === null) return false;
   const x = a as { host?: unknown; port?: unknown; path?: unknown };
   if (typeof x.path === "string") return x.path.length > 0 && x.path.length <= 1024;
-  return typeof x.host === "string" && Number.isInteger(x.port) && (x.port as number) >= 0 && (x.port as number) <= 65535;
+  return (
+    typeof x.host === "string" &&
+    Number.isInteger(x.port) &&
+    (x.port as number) >= 0 &&
+    (x.port as number) <= 65535
+  );
 }
 
 export function formatAddress(a: Address): string {

@@ -47,7 +47,7 @@ describe("faultline up", () => {
     await u.until(() => u.has(/n\d sees n3: (closed|reset)/), "peers to see n3's connection end");
     await u.until(() => u.has(/n\d sees n3: refused/), "peers to see n3 refuse");
     await u.until(
-      () => u.lines.filter((l) => /n\d REPORTS n3: process-exit \(suspected\)/.test(l)).length === 4,
+      () => u.lines.filter((l) => /n\d REPORTS n3: process-exit \(certain\)/.test(l)).length === 4,
       "every other node to report n3's process exit",
       20_000,
     );

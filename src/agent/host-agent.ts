@@ -1,0 +1,209 @@
+import { unlinkSync } from "node:fs";
+import type { Logger } from "pino";
+import { noticeToReport } from "../detect/agent-detector.ts";
+import { DetectionNode } from "../detect/detection-node.ts";
+import type { SwimConfig } from "../membership/swim-core.ts";
+import { TcpTransport } from "../net/tcp-transport.ts";
+import type { Address, ConnectionEvent, NodeId } from "../net/transport.ts";
+import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
+import { silentLogger } from "../runtime/logger.ts";
+import { createRng } from "../runtime/rng.ts";
+import { type AgentNotice, parseLocal } from "./messages.ts";
+import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
+
+export const AGENT_DEFAULTS = {
+  /** After a registered process's socket closes, how long to wait for its pid to be gone (ms). */
+  exitConfirmMs: 200,
+  /** How often to look at /proc meanwhile (ms). */
+  exitPollMs: 1,
+} as const;
+
+export interface HostAgentOptions {
+  /** The host's name; the agent's cluster id is `agent:<host>`. */
+  host: string;
+  /** Unix socket local processes register on. */
+  socketPath: string;
+  clusterKey: Uint8Array;
+  /** Where the agent listens for the cluster (TCP). */
+  listenHost?: string;
+  port?: number;
+  /** Cluster members to join through. */
+  seeds?: Record<NodeId, Address>;
+  swim?: Partial<SwimConfig>;
+  clock?: Clock;
+  logger?: Logger;
+  exitConfirmMs?: number;
+}
+
+interface Registration {
+  proc: ProcIdentity;
+  since: number;
+  unregistered: boolean;
+}
+
+export function agentId(host: string): NodeId {
+  return `agent:${host}`;
+}
+
+/**
+ * The host agent: one per host. Local processes register over a Unix socket (an authenticated
+ * faultline connection). When a registered process's connection ends, the agent checks /proc: if
+ * the pid is gone (or a zombie, or recycled) the process has exited — a fact, not a guess — and
+ * the agent tells every cluster member at once: `process-exit`, certain. The agent is itself a
+ * SWIM member, so "the process is gone but its host answers" is told apart from "the host is gone".
+ */
+export class HostAgent {
+  readonly id: NodeId;
+  readonly local: TcpTransport;
+  readonly cluster: TcpTransport;
+  detection: DetectionNode | undefined;
+  private readonly registered = new Map<NodeId, Registration>();
+  private readonly pending = new Set<Timer>();
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly exitConfirmMs: number;
+
+  constructor(private readonly o: HostAgentOptions) {
+    this.id = agentId(o.host);
+    this.clock = o.clock ?? realClock;
+    this.log = (o.logger ?? silentLogger()).child({ component: "agent", host: o.host });
+    this.exitConfirmMs = o.exitConfirmMs ?? AGENT_DEFAULTS.exitConfirmMs;
+    const logger = o.logger ?? silentLogger();
+    this.local = new TcpTransport({ id: this.id, clusterKey: o.clusterKey, path: o.socketPath, logger });
+    this.cluster = new TcpTransport({
+      id: this.id,
+      clusterKey: o.clusterKey,
+      host: o.listenHost ?? "127.0.0.1",
+      port: o.port ?? 0,
+      peers: o.seeds ?? {},
+      logger,
+    });
+  }
+
+  async start(): Promise<void> {
+    try {
+      unlinkSync(this.o.socketPath); // a stale socket file from a previous agent
+    } catch {}
+    this.local.on("message", (from, m) => this.onLocal(from, m));
+    this.local.on("connection", (e) => this.onLocalConnection(e));
+    await this.local.start();
+    await this.cluster.start();
+    if (Object.keys(this.o.seeds ?? {}).length > 0) this.join(this.o.seeds ?? {});
+  }
+
+  /** Add cluster members and (the first time) start SWIM with them as seeds. */
+  join(peers: Record<NodeId, Address>): void {
+    for (const [id, addr] of Object.entries(peers)) if (id !== this.id) this.cluster.addPeer(id, addr);
+    if (this.detection) return;
+    this.detection = new DetectionNode({
+      id: this.id,
+      clock: this.clock,
+      rng: createRng((Math.random() * 2 ** 32) >>> 0), // real-io: SWIM target order only
+      transport: this.cluster,
+      seeds: Object.keys(peers).filter((id) => id !== this.id),
+      address: this.cluster.address(),
+      learnAddress: (id, addr) => this.cluster.addPeer(id, addr),
+      ...(this.o.swim ? { swim: this.o.swim } : {}),
+      logger: this.o.logger ?? silentLogger(),
+    });
+    this.detection.start();
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.pending) t.cancel();
+    this.pending.clear();
+    this.detection?.stop();
+    await Promise.all([this.local.stop(), this.cluster.stop()]);
+    try {
+      unlinkSync(this.o.socketPath);
+    } catch {}
+  }
+
+  /** Ids of the processes registered here now. */
+  processes(): NodeId[] {
+    return [...this.registered.keys()];
+  }
+
+  private onLocal(from: NodeId, m: unknown): void {
+    const msg = parseLocal(m);
+    if (!msg) {
+      this.log.warn({ from }, "ignored a malformed message on the local socket");
+      return;
+    }
+    if (msg.t === "unregister") {
+      const r = this.registered.get(from);
+      if (r) r.unregistered = true;
+      return;
+    }
+    const proc = procIdentity(msg.pid);
+    if (!proc) {
+      this.log.warn({ from, pid: msg.pid }, "a process registered with a pid that is not running: ignored");
+      return;
+    }
+    const had = this.registered.get(from);
+    this.registered.set(from, { proc, since: this.clock.now(), unregistered: false });
+    this.log.info({ process: from, pid: msg.pid }, "process registered");
+    if (had) return;
+    this.broadcast({ p: "agent", t: "up", subject: from, host: this.o.host, pid: msg.pid });
+  }
+
+  private onLocalConnection(e: ConnectionEvent): void {
+    if (e.kind === "connected") return;
+    const r = this.registered.get(e.peer);
+    if (!r) return;
+    if (r.unregistered) {
+      this.registered.delete(e.peer);
+      return;
+    }
+    this.confirmExit(e.peer, r, this.clock.now());
+  }
+
+  /** The connection ended: wait (briefly) until /proc says the process is gone, then announce it. */
+  private confirmExit(id: NodeId, r: Registration, started: number): void {
+    if (this.registered.get(id) !== r) return; // re-registered meanwhile
+    if (procGone(r.proc)) {
+      this.registered.delete(id);
+      const waited = this.clock.now() - started;
+      this.log.info({ process: id, pid: r.proc.pid }, "registered process exited");
+      this.broadcast({
+        p: "agent",
+        t: "exit",
+        subject: id,
+        host: this.o.host,
+        pid: r.proc.pid,
+        detail: `pid ${r.proc.pid} gone ${waited.toFixed(1)} ms after its socket closed`,
+      });
+      return;
+    }
+    if (this.clock.now() - started >= this.exitConfirmMs) {
+      this.log.warn(
+        { process: id, pid: r.proc.pid },
+        "a registered process closed its agent socket but is still running",
+      );
+      return;
+    }
+    const t = this.clock.setTimer(AGENT_DEFAULTS.exitPollMs, () => {
+      this.pending.delete(t);
+      this.confirmExit(id, r, started);
+    });
+    this.pending.add(t);
+  }
+
+  /** Tell every member we know of; SWIM's list plus anyone we have an address for. */
+  private broadcast(notice: AgentNotice): void {
+    const to = new Set<NodeId>(this.cluster.peers());
+    for (const m of this.detection?.swim.members() ?? [])
+      if (m.status === "alive" || m.status === "suspect") to.add(m.id);
+    to.delete(this.id);
+    to.delete(notice.subject);
+    for (const id of to) {
+      try {
+        this.cluster.send(id, notice);
+      } catch {
+        // not reachable by address yet: it will hear through its own detectors
+      }
+    }
+    // The agent's own monitor learns it too (for `faultline status` on the agent).
+    this.detection?.monitor.publish(noticeToReport(notice, this.clock.now(), this.id));
+  }
+}

@@ -1,0 +1,84 @@
+import type { Command } from "commander";
+import { z } from "zod";
+import { HostAgent } from "../agent/host-agent.ts";
+import { createLogger } from "../runtime/logger.ts";
+import type { ToNode, ToSupervisor } from "./ipc.ts";
+import { parsePeers } from "./node-command.ts";
+import { duration, intString, parseClusterKey, port, validate } from "./options.ts";
+
+const AgentOptions = z.object({
+  host: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
+  socket: z.string().min(1),
+  listen: z.string().min(1),
+  port,
+  peers: z.string().optional(),
+  probeInterval: duration,
+  probeTimeout: duration,
+  suspicionMult: intString(1, 100),
+  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
+});
+
+export function registerAgent(program: Command): void {
+  program
+    .command("agent")
+    .description(
+      "run the host agent: local processes register on a Unix socket; their exits are reported as certain",
+    )
+    .requiredOption("--host <name>", "this host's name (the agent's id is agent:<name>)")
+    .requiredOption("--socket <path>", "Unix socket local processes register on")
+    .option("--listen <host>", "address to listen on for the cluster", "127.0.0.1")
+    .option("--port <port>", "cluster port (0: any free port)", "0")
+    .option("--peers <list>", "cluster members to join, as id=host:port,...")
+    .option("--probe-interval <time>", "SWIM probe interval", "1s")
+    .option("--probe-timeout <time>", "SWIM direct probe timeout", "500ms")
+    .option("--suspicion-mult <n>", "SWIM suspicion multiplier", "4")
+    .option("--log-level <level>", "log level (logs go to stderr)", "warn")
+    .addHelpText("after", "\nThe cluster key comes from FAULTLINE_CLUSTER_KEY (hex, the same on every node).")
+    .action(async (raw) => {
+      const o = validate(AgentOptions, raw, "agent options");
+      const key = parseClusterKey(process.env.FAULTLINE_CLUSTER_KEY);
+      const logger = createLogger({ level: o.logLevel, name: `agent:${o.host}`, fd: 2 });
+      const agent = new HostAgent({
+        host: o.host,
+        socketPath: o.socket,
+        clusterKey: key,
+        listenHost: o.listen,
+        port: o.port,
+        seeds: parsePeers(o.peers),
+        swim: {
+          probeIntervalMs: o.probeInterval,
+          probeTimeoutMs: o.probeTimeout,
+          suspicionMult: o.suspicionMult,
+        },
+        logger,
+      });
+      await agent.start();
+      const supervised = typeof process.send === "function";
+      const tell = (m: ToSupervisor) => {
+        if (supervised && process.connected) process.send!(m);
+        else console.log(JSON.stringify(m));
+      };
+      tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });
+      const subscribe = () =>
+        agent.detection?.monitor.subscribe({}, (report) => tell({ type: "report", id: agent.id, report }));
+      subscribe();
+      let stopping = false;
+      const shutdown = async () => {
+        if (stopping) return;
+        stopping = true;
+        await agent.stop();
+        process.exit(0);
+      };
+      process.on("SIGTERM", shutdown);
+      process.on("SIGINT", shutdown);
+      if (supervised) {
+        process.on("disconnect", shutdown);
+        process.on("message", (m: ToNode) => {
+          if (m.type !== "peers") return;
+          const first = agent.detection === undefined;
+          agent.join(m.peers);
+          if (first) subscribe();
+        });
+      }
+    });
+}

@@ -1,0 +1,60 @@
+import { type AgentNotice, isAgentMessage, parseNotice } from "../agent/messages.ts";
+import type { NodeId, Transport } from "../net/transport.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Detector } from "./detector.ts";
+import type { Monitor } from "./monitor.ts";
+import type { ReportEvent } from "./report.ts";
+
+/** How a node turns a host agent's notice into a report. */
+export function noticeToReport(n: AgentNotice, now: number, observer: NodeId): ReportEvent {
+  if (n.t === "exit") {
+    return {
+      type: "failure",
+      subject: n.subject,
+      kind: "process-exit",
+      certainty: "certain",
+      detectedAt: now,
+      since: now,
+      evidence: [{ source: "agent", what: `exit on ${n.host}: ${n.detail}`, at: now, observer }],
+      detector: "agent",
+    };
+  }
+  return {
+    type: "recovered",
+    subject: n.subject,
+    kind: "process-exit",
+    detectedAt: now,
+    failedAt: now,
+    detector: "agent",
+  };
+}
+
+/**
+ * Listens for host agents' notices on the cluster transport: a process exit an agent saw is
+ * reported `process-exit`, **certain** (the agent checked /proc: the pid is gone); a process that
+ * registers again clears it. Malformed notices are counted and ignored.
+ */
+export class AgentDetector implements Detector {
+  readonly name = "agent";
+  malformed = 0;
+  private off: (() => void) | undefined;
+
+  constructor(private readonly o: { id: NodeId; transport: Transport; monitor: Monitor; clock: Clock }) {}
+
+  start(): void {
+    this.off = this.o.transport.on("message", (_from, m) => {
+      if (!isAgentMessage(m)) return;
+      const n = parseNotice(m);
+      if (!n) {
+        this.malformed++;
+        return;
+      }
+      if (n.subject === this.o.id) return; // an old life of ours: SWIM refutation handles it
+      this.o.monitor.publish(noticeToReport(n, this.o.clock.now(), this.o.id));
+    });
+  }
+
+  stop(): void {
+    this.off?.();
+  }
+}
