@@ -1,4 +1,5 @@
 // npm run bench [-- --quick]: every benchmark, each beside its baseline measured in the same run.
+import { benchDetect } from "./detect.ts";
 import { benchSim } from "./sim.ts";
 import { benchTransport } from "./transport.ts";
 
@@ -7,5 +8,7 @@ const started = new Date().toISOString();
 console.log(`# faultline benchmarks (${started}, node ${process.version}${quick ? ", quick" : ""})\n`);
 console.log("## Transport\n");
 console.log(await benchTransport(quick));
+console.log("\n## Detection\n");
+console.log(await benchDetect(quick));
 console.log("\n## Simulator\n");
 console.log(benchSim(quick));

@@ -14,8 +14,9 @@ import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
 export const AGENT_DEFAULTS = {
   /** After a registered process's socket closes, how long to wait for its pid to be gone (ms). */
   exitConfirmMs: 200,
-  /** How often to look at /proc meanwhile (ms). */
+  /** How often to look at /proc meanwhile (ms), after the first exitSpinMs of looking at once. */
   exitPollMs: 1,
+  exitSpinMs: 5,
 } as const;
 
 export interface HostAgentOptions {
@@ -182,7 +183,10 @@ export class HostAgent {
       );
       return;
     }
-    const t = this.clock.setTimer(AGENT_DEFAULTS.exitPollMs, () => {
+    // The kernel closes a dying process's sockets just before it becomes a zombie: look again at
+    // once for the first few milliseconds, then at a gentler pace.
+    const soon = this.clock.now() - started < AGENT_DEFAULTS.exitSpinMs;
+    const t = this.clock.setTimer(soon ? 0 : AGENT_DEFAULTS.exitPollMs, () => {
       this.pending.delete(t);
       this.confirmExit(id, r, started);
     });
