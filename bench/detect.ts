@@ -34,7 +34,10 @@ interface Observer {
   firstFailure: Map<string, number>;
 }
 
-async function observers(ids: string[], swim: ConstructorParameters<typeof DetectionNode>[0]["swim"]): Promise<Observer[]> {
+async function observers(
+  ids: string[],
+  swim: ConstructorParameters<typeof DetectionNode>[0]["swim"],
+): Promise<Observer[]> {
   const out: Observer[] = [];
   for (const [i, id] of ids.entries()) {
     const t = new TcpTransport({ id, clusterKey: KEY });
@@ -77,7 +80,13 @@ async function benchAgent(rounds: number): Promise<number[]> {
   try {
     for (let i = 0; i < rounds; i++) {
       const id = `v${i}`;
-      const v = await startHelper<{ pid: number }>(PEER, ["agent", id, KEY.toString("hex"), agent.id, socketPath]);
+      const v = await startHelper<{ pid: number }>(PEER, [
+        "agent",
+        id,
+        KEY.toString("hex"),
+        agent.id,
+        socketPath,
+      ]);
       await until(() => agent.processes().includes(id), 5000);
       const t0 = performance.now();
       v.proc.kill("SIGKILL");
@@ -163,7 +172,11 @@ export async function benchDetect(quick = false): Promise<string> {
       ["mechanism", "samples", "p50", "p99", "what the application learns"],
       [
         row("faultline host agent", agent, "process-exit, certain, pushed to every member"),
-        row("TCP, keepalive at Linux defaults", tcpDefault, "'connection closed' (untyped; only a connected peer)"),
+        row(
+          "TCP, keepalive at Linux defaults",
+          tcpDefault,
+          "'connection closed' (untyped; only a connected peer)",
+        ),
         row("TCP, keepalive 1 s", tcpAggressive, "'connection closed' (untyped; only a connected peer)"),
         row("SWIM, memberlist LAN defaults", swim, "member dead (suspected), via suspicion timeout"),
       ],

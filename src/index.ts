@@ -1,5 +1,24 @@
 // The public surface of faultline. Internals stay internal.
 
+export { AgentClient, type AgentClientOptions } from "./agent/agent-client.ts";
+export { agentId, HostAgent, type HostAgentOptions } from "./agent/host-agent.ts";
+export { DetectionNode, type DetectionNodeOptions } from "./detect/detection-node.ts";
+export type { Detector } from "./detect/detector.ts";
+export { type Condition, Monitor } from "./detect/monitor.ts";
+export { PhiAccrual, type PhiOptions } from "./detect/phi-accrual.ts";
+export {
+  type Certainty,
+  type Evidence,
+  FAILURE_KINDS,
+  type FailureKind,
+  type FailureReport,
+  type RecoveredReport,
+  type ReportEvent,
+  type ReportFilter,
+} from "./detect/report.ts";
+export type { MemberStatus } from "./membership/messages.ts";
+export { type Member, SWIM_DEFAULTS, type SwimConfig } from "./membership/swim-core.ts";
+export { SwimNode, type SwimNodeOptions } from "./membership/swim-node.ts";
 export type { LinkConditions } from "./net/sim-link.ts";
 export { DEFAULT_LINK } from "./net/sim-link.ts";
 export { SimNetwork } from "./net/sim-network.ts";
@@ -23,7 +42,6 @@ export { createRegistry, Registry } from "./runtime/metrics.ts";
 export type { Rng } from "./runtime/rng.ts";
 export { createRng } from "./runtime/rng.ts";
 export { VirtualClock } from "./runtime/virtual-clock.ts";
-
 export { applyFaults, type Fault, randomFaults, type ScheduledFault } from "./sim/faults.ts";
 export { MemoryStore } from "./sim/memory-store.ts";
 export { PingNode, type PingOptions } from "./sim/ping.ts";
