@@ -55,7 +55,8 @@ export function registerAgent(program: Command): void {
       await agent.start();
       const supervised = typeof process.send === "function";
       const tell = (m: ToSupervisor) => {
-        if (supervised && process.connected) process.send!(m);
+        if (supervised && process.connected)
+          process.send!(m, undefined, {}, () => {}); // the supervisor may be gone: its disconnect ends us
         else console.log(JSON.stringify(m));
       };
       tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });

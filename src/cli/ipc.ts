@@ -7,7 +7,8 @@ export type ToSupervisor =
   | { type: "listening"; id: NodeId; address: Address; boot: string }
   | { type: "status"; id: NodeId; at: number; peers: Record<NodeId, PeerStatus>; stats: TransportStats }
   | { type: "connection"; id: NodeId; event: ConnectionEvent }
-  | { type: "report"; id: NodeId; report: ReportEvent };
+  | { type: "report"; id: NodeId; report: ReportEvent }
+  | { type: "admin"; id: NodeId; port: number };
 
 export type ToNode = { type: "peers"; peers: Record<NodeId, Address> };
 

@@ -4,6 +4,7 @@ import { registerAgent } from "./agent-command.ts";
 import { registerNode } from "./node-command.ts";
 import { registerSim } from "./sim-command.ts";
 import { registerUp } from "./up-command.ts";
+import { registerWatch } from "./watch-command.ts";
 
 export function buildProgram(): Command {
   const program = new Command("faultline")
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
   registerUp(program);
   registerNode(program);
   registerAgent(program);
+  registerWatch(program);
   registerSim(program);
   return program;
 }

@@ -7,8 +7,10 @@ import type { Address, NodeId } from "../net/transport.ts";
 import { realClock } from "../runtime/clock.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/logger.ts";
+import { createRegistry } from "../runtime/metrics.ts";
 import { createRng } from "../runtime/rng.ts";
 import { PingNode } from "../sim/ping.ts";
+import { startAdmin } from "./admin.ts";
 import type { PeerStatus, ToNode, ToSupervisor } from "./ipc.ts";
 import { duration, intString, parseClusterKey, port, validate } from "./options.ts";
 
@@ -22,6 +24,7 @@ const NodeOptions = z.object({
   probeTimeout: duration,
   suspicionMult: intString(1, 100),
   agentSocket: z.string().optional(),
+  adminPort: port.optional(),
   agentId: z.string().optional(),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
 });
@@ -50,6 +53,7 @@ export function registerNode(program: Command): void {
     .option("--probe-interval <time>", "SWIM probe interval (memberlist LAN: 1s)", "1s")
     .option("--probe-timeout <time>", "SWIM direct probe timeout (memberlist LAN: 500ms)", "500ms")
     .option("--suspicion-mult <n>", "SWIM suspicion multiplier (memberlist LAN: 4)", "4")
+    .option("--admin-port <port>", "serve /status, /watch and /metrics on 127.0.0.1 at this port (0: any)")
     .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")
     .option("--agent-id <id>", "the host agent's id (agent:<host>)")
     .option("--log-level <level>", "log level (logs go to stderr)", "warn")
@@ -63,6 +67,7 @@ export function registerNode(program: Command): void {
 async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promise<void> {
   const logger = createLogger({ level: o.logLevel, name: o.id, fd: 2 });
   const peers = parsePeers(o.peers);
+  const registry = createRegistry();
   const transport = new TcpTransport({
     id: o.id,
     clusterKey: o.key,
@@ -70,10 +75,12 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     port: o.port,
     peers,
     logger,
+    metrics: registry,
   });
   const supervised = typeof process.send === "function";
   const tell = (m: ToSupervisor) => {
-    if (supervised && process.connected) process.send!(m);
+    if (supervised && process.connected)
+      process.send!(m, undefined, {}, () => {}); // the supervisor may be gone: its disconnect ends us
     else console.log(JSON.stringify(m));
   };
   await transport.start();
@@ -93,6 +100,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   const rng = createRng((Math.random() * 2 ** 32) >>> 0);
   let ping: PingNode | undefined;
   let detection: DetectionNode | undefined;
+  let admin: { port: number; close(): Promise<void> } | undefined;
   const startWork = (ids: NodeId[]) => {
     if (!detection) {
       detection = new DetectionNode({
@@ -112,6 +120,13 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
       });
       detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));
       detection.start();
+      if (o.adminPort !== undefined) {
+        const node = detection;
+        void startAdmin({ node, registry, host: "127.0.0.1", port: o.adminPort }).then((a) => {
+          admin = a;
+          tell({ type: "admin", id: o.id, port: a.port });
+        });
+      }
     }
     ping?.stop();
     // Every peer every interval: the live view then shows each path's RTT at the same freshness.
@@ -146,6 +161,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     clearInterval(status);
     ping?.stop();
     detection?.stop();
+    await admin?.close();
     await agent?.stop();
     await transport.stop();
     process.exit(0);

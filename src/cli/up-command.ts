@@ -144,7 +144,8 @@ class Supervisor {
           ]
         : [
             ...["node", "--id", c.id, "--port", String(port), "--interval", `${this.intervalMs}ms`],
-            ...["--agent-socket", socket, "--agent-id", this.agent.id, "--log-level", "error", ...swim],
+            ...["--agent-socket", socket, "--agent-id", this.agent.id, "--admin-port", "0"],
+            ...["--log-level", "error", ...swim],
           ];
     const proc = fork(script, args, {
       env: { ...process.env, FAULTLINE_CLUSTER_KEY: this.key },
@@ -178,6 +179,9 @@ class Supervisor {
         }
         break;
       }
+      case "admin":
+        this.log(`${c.id} admin endpoint 127.0.0.1:${m.port}: faultline status --admin 127.0.0.1:${m.port}`);
+        break;
       case "status":
         c.peers = m.peers;
         c.reportedAt = performance.now();

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { Processes, pidAlive, ROOT, waitFor } from "../fixtures/processes.ts";
@@ -42,6 +42,26 @@ describe("faultline up", () => {
     await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
     started.push(...u.pids());
     await u.until(() => u.has(/^\s+n1 .*running\s+\|\s+·\s+\d+\.\d+ms/), "a view row with RTTs", 20_000);
+    await u.until(() => u.has(/n1 admin endpoint 127\.0\.0\.1:\d+/), "n1's admin endpoint");
+    const admin = /n1 admin endpoint (127\.0\.0\.1:\d+)/.exec(
+      u.lines.find((l) => /n1 admin endpoint/.test(l))!,
+    )![1]!;
+    const watch = spawn(
+      process.execPath,
+      ["--import", "tsx", "src/cli/main.ts", "watch", "--admin", admin, "--certainty", "certain"],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    procs.track(watch);
+    const watched: string[] = [];
+    let watching = false;
+    createInterface({ input: watch.stdout! }).on("line", (l) => watched.push(l));
+    createInterface({ input: watch.stderr! }).on("line", (l) => {
+      if (l.startsWith("# watching")) watching = true;
+    });
+    await waitFor(() => watching, "faultline watch to connect", 20_000);
     u.proc.stdin!.write("kill n3\n");
     await u.until(() => u.has(/n3 \(pid \d+\) exited: signal SIGKILL/), "n3 to die");
     await u.until(() => u.has(/n\d sees n3: (closed|reset)/), "peers to see n3's connection end");
@@ -51,6 +71,24 @@ describe("faultline up", () => {
       "every other node to report n3's process exit",
       20_000,
     );
+    await waitFor(() => watched.length > 0, "faultline watch to print the report");
+    const streamed = JSON.parse(watched[0]!);
+    expect(streamed).toMatchObject({
+      type: "failure",
+      subject: "n3",
+      kind: "process-exit",
+      certainty: "certain",
+    });
+    watch.kill("SIGTERM");
+    const status = spawnSync(
+      process.execPath,
+      ["--import", "tsx", "src/cli/main.ts", "status", "--admin", admin],
+      {
+        cwd: ROOT,
+        encoding: "utf8",
+      },
+    );
+    expect(status.stdout).toMatch(/n3: process-exit \(certain\) by agent/);
     u.proc.stdin!.write("restart n3\n");
     await u.until(() => u.pids().length === 6, "n3 to come back", 20_000);
     started.push(...u.pids());
