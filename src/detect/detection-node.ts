@@ -18,6 +18,8 @@ export interface DetectionNodeOptions {
   address?: Address;
   learnAddress?: (id: NodeId, addr: Address) => void;
   swim?: Partial<SwimConfig>;
+  /** Members known from the start (static bootstrap for large simulations). */
+  members?: readonly NodeId[];
   logger?: Logger;
 }
 
@@ -41,6 +43,7 @@ export class DetectionNode {
       ...(o.address ? { address: o.address } : {}),
       ...(o.learnAddress ? { learnAddress: o.learnAddress } : {}),
       ...(o.swim ? { config: o.swim } : {}),
+      ...(o.members ? { members: o.members } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
     });
     this.detectors = [

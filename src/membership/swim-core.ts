@@ -29,6 +29,21 @@ export interface Member {
   addr?: Address;
 }
 
+export interface SwimCoreOptions {
+  id: NodeId;
+  rng: Rng;
+  /** Members to send `join` to at start (and while this node knows nobody). */
+  seeds?: readonly NodeId[];
+  config?: Partial<SwimConfig>;
+  /** This node's address, gossiped with its alive updates. */
+  address?: Address;
+  /**
+   * Members known from the start, as alive at incarnation 0 (a static bootstrap: large simulated
+   * clusters skip the join storm this way). Real deployments join through seeds.
+   */
+  members?: readonly NodeId[];
+}
+
 export type SwimInput =
   | { type: "start"; now: number }
   | { type: "message"; now: number; from: NodeId; msg: unknown }
@@ -92,20 +107,31 @@ export class SwimCore {
   private probe: Probe | undefined;
   private out: SwimOutput[] = [];
   private leaving = false;
+  /** Members alive or suspect, this node included (kept up to date: asked for on every message). */
+  private live = 1;
   private started = false;
 
-  constructor(
-    id: NodeId,
-    private readonly rng: Rng,
-    private readonly seeds: readonly NodeId[] = [],
-    config: Partial<SwimConfig> = {},
-    private readonly addr?: Address,
-  ) {
-    this.id = id;
-    this.cfg = { ...SWIM_DEFAULTS, ...config };
+  private readonly rng: Rng;
+  private readonly seeds: readonly NodeId[];
+  private readonly addr: Address | undefined;
+
+  constructor(o: SwimCoreOptions) {
+    this.id = o.id;
+    this.rng = o.rng;
+    this.seeds = o.seeds ?? [];
+    this.addr = o.address;
+    this.cfg = { ...SWIM_DEFAULTS, ...o.config };
     this.health = new LocalHealth(this.cfg.awarenessMax);
     // A random first sequence number: acks addressed to an earlier life of this node do not match.
-    this.seq = rng.u32() * 1024;
+    this.seq = o.rng.u32() * 1024;
+    for (const id of o.members ?? []) {
+      if (id === o.id || this.members.has(id)) continue;
+      this.members.set(id, { id, incarnation: 0, status: "alive", since: 0 });
+      this.live++;
+    }
+    // Every node walks its own random order: if all walked the same one, a crashed member could
+    // wait a whole round before anyone probed it.
+    this.order = this.rng.shuffle([...this.members.keys()]);
   }
 
   // ---- inspection --------------------------------------------------------------------------
@@ -121,9 +147,7 @@ export class SwimCore {
 
   /** Members believed alive (suspects included: they are not declared failed yet). */
   liveCount(): number {
-    let n = 1;
-    for (const m of this.members.values()) if (m.status === "alive" || m.status === "suspect") n++;
-    return n;
+    return this.live;
   }
 
   get localHealth(): number {
@@ -232,12 +256,25 @@ export class SwimCore {
   private onProbeTimeout(): void {
     const p = this.probe;
     if (!p || p.acked) return;
-    const relays = this.rng
-      .shuffle(this.liveIds().filter((id) => id !== p.target))
-      .slice(0, this.cfg.indirectChecks);
+    const relays = this.sampleLive(this.cfg.indirectChecks, p.target);
     p.relays = relays.length;
     for (const r of relays)
       this.send(r, { p: "swim", t: "ping-req", seq: p.seq, target: p.target, g: this.piggyback() });
+  }
+
+  /** Up to k distinct live members other than `except`, at random, without walking every member. */
+  private sampleLive(k: number, except: NodeId): NodeId[] {
+    const picked = new Set<NodeId>();
+    const ids = this.order.length > 0 ? this.order : [...this.members.keys()];
+    for (let tries = 0; picked.size < k && tries < 8 * k + 16 && ids.length > 0; tries++) {
+      const id = ids[this.rng.int(ids.length)]!;
+      const m = this.members.get(id);
+      if (id !== except && m && (m.status === "alive" || m.status === "suspect")) picked.add(id);
+    }
+    if (picked.size < k && ids.length <= 64) {
+      for (const id of this.rng.shuffle(this.liveIds())) if (picked.size < k && id !== except) picked.add(id);
+    }
+    return [...picked];
   }
 
   private onSuspicionExpired(now: number, id: NodeId): void {
@@ -315,7 +352,9 @@ export class SwimCore {
           const fresh: Member = { id: u.id, incarnation: u.inc, status: "alive", since: now };
           if (u.addr) fresh.addr = u.addr;
           this.members.set(u.id, fresh);
-          this.order.push(u.id);
+          this.live++;
+          // A new member goes to a random place among those not yet probed this round (memberlist).
+          this.order.splice(this.cursor + this.rng.int(this.order.length - this.cursor + 1), 0, u.id);
           this.out.push({ type: "member", member: { ...fresh }, prev: undefined });
           this.enqueue(u);
           return;
@@ -390,6 +429,8 @@ export class SwimCore {
     const prev = m.status;
     m.incarnation = inc;
     if (prev === status) return;
+    const isLive = (s: MemberStatus) => s === "alive" || s === "suspect";
+    this.live += Number(isLive(status)) - Number(isLive(prev));
     m.status = status;
     m.since = now;
     this.out.push({ type: "member", member: { ...m }, prev });

@@ -19,6 +19,8 @@ export interface SwimNodeOptions {
   /** Called when a member with an address is learned (TCP: transport.addPeer). */
   learnAddress?: (id: NodeId, addr: Address) => void;
   config?: Partial<SwimConfig>;
+  /** Members known from the start (static bootstrap; see SwimCoreOptions.members). */
+  members?: readonly NodeId[];
   logger?: Logger;
 }
 
@@ -33,7 +35,14 @@ export class SwimNode {
   private running = false;
 
   constructor(private readonly o: SwimNodeOptions) {
-    this.core = new SwimCore(o.id, o.rng, o.seeds ?? [], o.config ?? {}, o.address);
+    this.core = new SwimCore({
+      id: o.id,
+      rng: o.rng,
+      ...(o.seeds ? { seeds: o.seeds } : {}),
+      ...(o.config ? { config: o.config } : {}),
+      ...(o.address ? { address: o.address } : {}),
+      ...(o.members ? { members: o.members } : {}),
+    });
     const log = (o.logger ?? silentLogger()).child({ component: "swim", node: o.id });
     this.emitter = new Emitter((err) => log.error({ err }, "membership listener threw"));
   }

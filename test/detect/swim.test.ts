@@ -57,8 +57,16 @@ describe("SWIM membership and detection (simulation)", () => {
     const { sim, seen } = swimSim({ nodes: 6 });
     sim.runUntil(5000);
     const before = sim.node("n2")!.swim.core.incarnation;
+    let suspected = 0;
+    for (const [id, node] of sim.live()) {
+      if (id !== "n2")
+        node.swim.on("member", (m) => void (m.id === "n2" && m.status === "suspect" && suspected++));
+    }
     sim.pause("n2");
-    sim.runUntil(7000); // 2 s: under the 4 s minimum suspicion timeout
+    // 3.5 s: long enough to be suspected, shorter than the 4 s minimum suspicion timeout, which
+    // starts only when a probe period has failed.
+    sim.runUntil(8500);
+    expect(suspected).toBeGreaterThan(0);
     sim.resume("n2");
     sim.runUntil(60_000);
     expect(seen).toEqual([]);
