@@ -8,6 +8,7 @@ import { AgentDetector } from "./agent-detector.ts";
 import type { Detector } from "./detector.ts";
 import { MembershipDetector } from "./membership-detector.ts";
 import { Monitor } from "./monitor.ts";
+import { PathDetector, type PathOptions } from "./path-detector.ts";
 
 export interface DetectionNodeOptions {
   id: NodeId;
@@ -18,6 +19,8 @@ export interface DetectionNodeOptions {
   address?: Address;
   learnAddress?: (id: NodeId, addr: Address) => void;
   swim?: Partial<SwimConfig>;
+  /** Thresholds of the path detector (route failure, instability, corruption). */
+  paths?: PathOptions;
   /** Members known from the start (static bootstrap for large simulations). */
   members?: readonly NodeId[];
   logger?: Logger;
@@ -54,6 +57,10 @@ export class DetectionNode {
         clock: o.clock,
       }),
       new AgentDetector({ id: o.id, transport: o.transport, monitor: this.monitor, clock: o.clock }),
+      new PathDetector(
+        { id: o.id, swim: this.swim, transport: o.transport, monitor: this.monitor, clock: o.clock },
+        o.paths ?? {},
+      ),
     ];
   }
 

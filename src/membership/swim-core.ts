@@ -18,6 +18,9 @@ export const SWIM_DEFAULTS = {
   pushPullIntervalMs: 30_000,
 } as const;
 
+/** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
+const MAX_RECHECKS = 4;
+
 export type SwimConfig = { -readonly [K in keyof typeof SWIM_DEFAULTS]: number };
 
 export interface Member {
@@ -54,11 +57,17 @@ export type SwimOutput =
   | { type: "send"; to: NodeId; msg: SwimMessage }
   | { type: "set-timer"; timer: string; afterMs: number }
   | { type: "cancel-timer"; timer: string }
-  | { type: "member"; member: Member; prev: MemberStatus | undefined };
+  | { type: "member"; member: Member; prev: MemberStatus | undefined }
+  /**
+   * How a probe of `peer` went: answered directly (with its round trip), or only through a relay
+   * — the member is alive but the direct path from here is not working.
+   */
+  | { type: "path"; peer: NodeId; direct: boolean; rttMs?: number };
 
 interface Probe {
   seq: number;
   target: NodeId;
+  sentAt: number;
   acked: boolean;
   relays: number;
   nacks: number;
@@ -107,6 +116,9 @@ export class SwimCore {
   private probe: Probe | undefined;
   private out: SwimOutput[] = [];
   private leaving = false;
+  /** A member whose last probe was answered only through a relay: probed again next period. */
+  private recheck: NodeId | undefined;
+  private rechecks = 0;
   /** Members alive or suspect, this node included (kept up to date: asked for on every message). */
   private live = 1;
   private started = false;
@@ -248,7 +260,7 @@ export class SwimCore {
     const target = this.nextTarget();
     if (!target) return;
     const seq = this.seq++;
-    this.probe = { seq, target, acked: false, relays: 0, nacks: 0 };
+    this.probe = { seq, target, sentAt: now, acked: false, relays: 0, nacks: 0 };
     this.send(target, { p: "swim", t: "ping", seq, g: this.piggyback() });
     this.setTimer("probe-timeout", this.cfg.probeTimeoutMs * mult);
   }
@@ -315,6 +327,16 @@ export class SwimCore {
           p.acked = true;
           this.health.better();
           this.cancelTimer("probe-timeout");
+          if (from === p.target)
+            this.out.push({ type: "path", peer: p.target, direct: true, rttMs: now - p.sentAt });
+          else {
+            this.out.push({ type: "path", peer: p.target, direct: false });
+            // Look at that path again next period rather than a whole round later.
+            if (this.rechecks < MAX_RECHECKS) {
+              this.recheck = p.target;
+              this.rechecks++;
+            }
+          }
         }
         break;
       }
@@ -466,6 +488,13 @@ export class SwimCore {
   }
 
   private nextTarget(): NodeId | undefined {
+    const again = this.recheck;
+    this.recheck = undefined;
+    if (again !== undefined) {
+      const m = this.members.get(again);
+      if (m && (m.status === "alive" || m.status === "suspect")) return again;
+    }
+    this.rechecks = 0;
     for (let tries = 0; tries <= this.order.length; tries++) {
       if (this.cursor >= this.order.length) {
         this.order = this.rng.shuffle([...this.members.keys()]);

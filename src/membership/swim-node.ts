@@ -24,7 +24,10 @@ export interface SwimNodeOptions {
   logger?: Logger;
 }
 
-type SwimEvents = { member: [member: Member, prev: Member["status"] | undefined] };
+type SwimEvents = {
+  member: [member: Member, prev: Member["status"] | undefined];
+  path: [peer: NodeId, direct: boolean, rttMs: number | undefined];
+};
 
 /** Runs a SwimCore on a Clock and a Transport: the host side of the sans-I/O core. */
 export class SwimNode {
@@ -106,6 +109,9 @@ export class SwimNode {
         case "cancel-timer":
           this.timers.get(out.timer)?.cancel();
           this.timers.delete(out.timer);
+          break;
+        case "path":
+          this.emitter.emit("path", out.peer, out.direct, out.rttMs);
           break;
         case "member":
           if (out.member.addr) this.o.learnAddress?.(out.member.id, out.member.addr);

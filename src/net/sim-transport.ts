@@ -108,7 +108,9 @@ export class SimTransport implements Transport {
       if (f.type !== FrameType.Datagram) throw new FrameError("bad-type", `unexpected frame type ${f.type}`);
       msg = decode(f.payload);
     } catch (e) {
-      bump(this.counters.badFrames, e instanceof FrameError ? e.reason : "bad-payload");
+      const reason = e instanceof FrameError ? e.reason : "bad-payload";
+      bump(this.counters.badFrames, reason);
+      this.emitter.emit("integrity", { peer: from, reason, at: this.clock.now() });
       return;
     }
     this.counters.received++;

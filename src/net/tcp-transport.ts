@@ -461,6 +461,9 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   badFrame(conn: TcpConnection, err: FrameError): void {
     bump(this.counters.badFrames, err.reason);
+    if (conn.state === "open" && conn.peer !== undefined) {
+      this.emitter.emit("integrity", { peer: conn.peer, reason: err.reason, at: this.clock.now() });
+    }
     const who = conn.state === "open" ? `peer:${conn.peer}` : `addr:${conn.remote}`;
     const suppressed = this.badFrameLog.take(who);
     if (suppressed >= 0) {

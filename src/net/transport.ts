@@ -59,9 +59,17 @@ export interface TransportStats {
   openConnections: number;
 }
 
+/** A frame from a known peer failed its integrity check (it was dropped). */
+export interface IntegrityEvent {
+  peer: NodeId;
+  reason: string;
+  at: number;
+}
+
 export interface TransportEvents extends Record<string, unknown[]> {
   message: [from: NodeId, message: unknown];
   connection: [event: ConnectionEvent];
+  integrity: [event: IntegrityEvent];
 }
 
 /**

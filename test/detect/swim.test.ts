@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FailureReport } from "../../src/detect/report.ts";
-import { swimSim } from "./swim-harness.ts";
+import { type Seen, swimSim } from "./swim-harness.ts";
 
 const others = (ids: readonly string[], but: string) => ids.filter((i) => i !== but);
 
@@ -138,5 +138,56 @@ describe("SWIM swarm", () => {
     expect(r.failures.map((f) => f.message)).toEqual([]);
     expect(r.stats.reports).toBeGreaterThan(100); // the faults did make SWIM report
     expect(r.stats.reportsAboutUntouchedNodes).toBe(0);
+  });
+});
+
+describe("path conditions (simulation)", () => {
+  const kinds = (seen: Seen[]) =>
+    seen.filter((s) => s.report.type === "failure").map((s) => s.report as FailureReport);
+
+  it("a one-link route failure is reported by its two ends as route-failure, and by nobody as a crash", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.network.block("n1", "n3");
+    sim.runUntil(60_000);
+    const reports = kinds(seen);
+    expect(reports.length).toBeGreaterThan(0);
+    for (const r of reports) {
+      expect(r.kind).toBe("route-failure");
+      expect([r.subject, r.peer].sort()).toEqual(["n1", "n3"]);
+    }
+    expect(new Set(reports.map((r) => r.subject))).toEqual(new Set(["n1", "n3"]));
+    sim.network.unblock("n1", "n3");
+    sim.runUntil(120_000);
+    for (const [, node] of sim.live()) expect(node.monitor.snapshot()).toEqual([]);
+  });
+
+  it("a flapping link is reported as route-instability, and nothing else", () => {
+    const { sim, seen } = swimSim({ nodes: 5, swim: { probeIntervalMs: 200, probeTimeoutMs: 100 } });
+    sim.runUntil(5000);
+    sim.network.flap("n2", "n4", { downMs: 700, upMs: 700, cycles: 60 });
+    sim.runUntil(90_000);
+    const reports = kinds(seen);
+    expect(reports.length).toBeGreaterThan(0);
+    for (const r of reports) {
+      expect(r.kind).toBe("route-instability");
+      expect([r.subject, r.peer].sort()).toEqual(["n2", "n4"]);
+    }
+  });
+
+  it("a corrupting link is reported as corruption, and nothing else", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.network.setLink("n1", "n5", { corrupt: 0.3 });
+    sim.runUntil(90_000);
+    const reports = kinds(seen);
+    expect(reports.length).toBeGreaterThan(0);
+    for (const r of reports) {
+      expect(r.kind).toBe("corruption");
+      expect([r.subject, r.peer].sort()).toEqual(["n1", "n5"]);
+    }
+    sim.network.resetLink("n1", "n5");
+    sim.runUntil(150_000);
+    for (const [, node] of sim.live()) expect(node.monitor.snapshot()).toEqual([]);
   });
 });

@@ -1,0 +1,212 @@
+import type { SwimNode } from "../membership/swim-node.ts";
+import type { IntegrityEvent, NodeId, Transport } from "../net/transport.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import type { Detector } from "./detector.ts";
+import type { Monitor } from "./monitor.ts";
+import type { FailureKind } from "./report.ts";
+
+export const PATH_DEFAULTS = {
+  /** Probes in a row answered only through a relay before the direct path is reported failed. */
+  failAfter: 3,
+  /** Direct answers in a row before it is reported recovered. */
+  recoverAfter: 2,
+  /** Window over which changes of a path's state are counted (ms). */
+  flapWindowMs: 60_000,
+  /** Changes within the window that make a path unstable; it is stable again at half as many. */
+  flapThreshold: 6,
+  /** Integrity failures from one peer within the window that are reported as corruption. */
+  corruptAfter: 3,
+  /** A corrupting path is recovered after this long without an integrity failure (ms). */
+  corruptQuietMs: 30_000,
+  /** How often quiet-time recoveries are evaluated (ms). */
+  tickMs: 1000,
+} as const;
+
+export type PathOptions = { -readonly [K in keyof typeof PATH_DEFAULTS]?: number };
+
+interface PathState {
+  indirectStreak: number;
+  directStreak: number;
+  last: boolean | undefined;
+  changes: number[];
+  integrity: number[];
+  current: Set<FailureKind>;
+  since: Partial<Record<FailureKind, number>>;
+}
+
+/**
+ * Conditions of the path from this node to a peer, from the evidence SWIM and the transport give:
+ *  - `route-failure`: the peer is alive (a relay reached it) but failAfter probes in a row got no
+ *    direct answer, and the path is not flapping;
+ *  - `route-instability`: the direct path changed between working and not flapThreshold times
+ *    within flapWindowMs;
+ *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window
+ *    (while it holds, the failed probes it causes are not also reported as route conditions).
+ * Each clears with hysteresis (a streak of direct answers; half the changes; a quiet period), so a
+ * flapping path does not flood subscribers. Reports name the peer as subject and this node as `peer`.
+ */
+export class PathDetector implements Detector {
+  readonly name = "path";
+  private readonly paths = new Map<NodeId, PathState>();
+  private readonly o: Required<PathOptions>;
+  private readonly offs: Array<() => void> = [];
+  private timer: Timer | undefined;
+
+  constructor(
+    private readonly d: { id: NodeId; swim: SwimNode; transport: Transport; monitor: Monitor; clock: Clock },
+    options: PathOptions = {},
+  ) {
+    this.o = { ...PATH_DEFAULTS, ...options } as Required<PathOptions>;
+  }
+
+  start(): void {
+    this.offs.push(
+      this.d.swim.on("path", (peer, direct) => this.onPath(peer, direct)),
+      this.d.transport.on("integrity", (e) => this.onIntegrity(e)),
+      this.d.swim.on("member", (m) => {
+        if (m.status === "dead" || m.status === "left") this.forget(m.id);
+      }),
+    );
+    this.tick();
+  }
+
+  stop(): void {
+    for (const off of this.offs.splice(0)) off();
+    this.timer?.cancel();
+  }
+
+  private state(peer: NodeId): PathState {
+    let s = this.paths.get(peer);
+    if (!s) {
+      s = {
+        indirectStreak: 0,
+        directStreak: 0,
+        last: undefined,
+        changes: [],
+        integrity: [],
+        current: new Set(),
+        since: {},
+      };
+      this.paths.set(peer, s);
+    }
+    return s;
+  }
+
+  private onPath(peer: NodeId, direct: boolean): void {
+    const now = this.d.clock.now();
+    const s = this.state(peer);
+    if (direct) {
+      s.directStreak++;
+      s.indirectStreak = 0;
+    } else {
+      s.indirectStreak++;
+      s.directStreak = 0;
+    }
+    if (s.last !== undefined && s.last !== direct) s.changes.push(now);
+    s.last = direct;
+    prune(s.changes, now - this.o.flapWindowMs);
+
+    // Frames failing their integrity check explain failed probes: report the corruption, not
+    // its symptoms.
+    if (s.current.has("corruption")) {
+      this.clear(peer, s, "route-failure", now);
+      this.clear(peer, s, "route-instability", now);
+      return;
+    }
+    const flapping = s.changes.length >= this.o.flapThreshold;
+    if (flapping)
+      this.raise(
+        peer,
+        s,
+        "route-instability",
+        now,
+        `${s.changes.length} changes in ${this.o.flapWindowMs / 1000} s`,
+      );
+    else if (s.current.has("route-instability") && s.changes.length <= this.o.flapThreshold / 2) {
+      this.clear(peer, s, "route-instability", now);
+    }
+    if (
+      !direct &&
+      s.indirectStreak >= this.o.failAfter &&
+      s.changes.length <= 2 &&
+      !s.current.has("route-instability")
+    ) {
+      this.raise(peer, s, "route-failure", now, `${s.indirectStreak} probes answered only through a relay`);
+    } else if ((direct && s.directStreak >= this.o.recoverAfter) || s.current.has("route-instability")) {
+      this.clear(peer, s, "route-failure", now);
+    }
+  }
+
+  private onIntegrity(e: IntegrityEvent): void {
+    const now = this.d.clock.now();
+    const s = this.state(e.peer);
+    s.integrity.push(now);
+    prune(s.integrity, now - this.o.flapWindowMs);
+    if (s.integrity.length >= this.o.corruptAfter) {
+      this.raise(
+        e.peer,
+        s,
+        "corruption",
+        now,
+        `${s.integrity.length} frames failed their integrity check (${e.reason})`,
+      );
+    }
+  }
+
+  private tick(): void {
+    const now = this.d.clock.now();
+    for (const [peer, s] of this.paths) {
+      const lastBad = s.integrity.at(-1);
+      if (s.current.has("corruption") && (lastBad === undefined || now - lastBad >= this.o.corruptQuietMs)) {
+        this.clear(peer, s, "corruption", now);
+      }
+      prune(s.changes, now - this.o.flapWindowMs);
+      if (s.current.has("route-instability") && s.changes.length <= this.o.flapThreshold / 2) {
+        this.clear(peer, s, "route-instability", now);
+      }
+    }
+    this.timer = this.d.clock.setTimer(this.o.tickMs, () => this.tick());
+  }
+
+  private raise(peer: NodeId, s: PathState, kind: FailureKind, now: number, what: string): void {
+    if (s.current.has(kind)) return;
+    s.current.add(kind);
+    s.since[kind] = now;
+    this.d.monitor.publish({
+      type: "failure",
+      subject: peer,
+      peer: this.d.id,
+      kind,
+      certainty: "suspected",
+      detectedAt: now,
+      since: now,
+      evidence: [{ source: this.name, what, at: now, observer: this.d.id }],
+      detector: this.name,
+    });
+  }
+
+  private clear(peer: NodeId, s: PathState, kind: FailureKind, now: number): void {
+    if (!s.current.delete(kind)) return;
+    this.d.monitor.publish({
+      type: "recovered",
+      subject: peer,
+      peer: this.d.id,
+      kind,
+      detectedAt: now,
+      failedAt: s.since[kind] ?? now,
+      detector: this.name,
+    });
+  }
+
+  private forget(peer: NodeId): void {
+    const s = this.paths.get(peer);
+    if (!s) return;
+    const now = this.d.clock.now();
+    for (const k of [...s.current]) this.clear(peer, s, k, now);
+    this.paths.delete(peer);
+  }
+}
+
+function prune(times: number[], before: number): void {
+  while (times.length > 0 && times[0]! < before) times.shift();
+}
