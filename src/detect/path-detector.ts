@@ -20,6 +20,12 @@ export const PATH_DEFAULTS = {
   corruptQuietMs: 30_000,
   /** How often quiet-time recoveries are evaluated (ms). */
   tickMs: 1000,
+  /** Congestion: the median of the last rttSamples direct RTTs exceeds rttFactor × the path's
+   *  baseline (its lowest RTT in baselineWindowMs) and rttFloorMs. Clears below half of that. */
+  rttSamples: 5,
+  rttFactor: 5,
+  rttFloorMs: 20,
+  baselineWindowMs: 300_000,
 } as const;
 
 export type PathOptions = { -readonly [K in keyof typeof PATH_DEFAULTS]?: number };
@@ -30,6 +36,9 @@ interface PathState {
   last: boolean | undefined;
   changes: number[];
   integrity: number[];
+  /** Recent direct round trips (ms) and the baseline samples [time, rtt]. */
+  rtts: number[];
+  baseline: Array<[number, number]>;
   current: Set<FailureKind>;
   since: Partial<Record<FailureKind, number>>;
 }
@@ -40,8 +49,11 @@ interface PathState {
  *    direct answer, and the path is not flapping;
  *  - `route-instability`: the direct path changed between working and not flapThreshold times
  *    within flapWindowMs;
- *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window
- *    (while it holds, the failed probes it causes are not also reported as route conditions).
+ *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window;
+ *  - `congestion`: the peer answers, but the median of its recent round trips is rttFactor times
+ *    its baseline (the lowest RTT in the last baselineWindowMs) and above rttFloorMs.
+ * While corruption or congestion holds, the probes they make fail are not also reported as route
+ * conditions.
  * Each clears with hysteresis (a streak of direct answers; half the changes; a quiet period), so a
  * flapping path does not flood subscribers. Reports name the peer as subject and this node as `peer`.
  */
@@ -61,7 +73,7 @@ export class PathDetector implements Detector {
 
   start(): void {
     this.offs.push(
-      this.d.swim.on("path", (peer, direct) => this.onPath(peer, direct)),
+      this.d.swim.on("path", (peer, direct, rtt) => this.onPath(peer, direct, rtt)),
       this.d.transport.on("integrity", (e) => this.onIntegrity(e)),
       this.d.swim.on("member", (m) => {
         if (m.status === "dead" || m.status === "left") this.forget(m.id);
@@ -84,6 +96,8 @@ export class PathDetector implements Detector {
         last: undefined,
         changes: [],
         integrity: [],
+        rtts: [],
+        baseline: [],
         current: new Set(),
         since: {},
       };
@@ -92,9 +106,10 @@ export class PathDetector implements Detector {
     return s;
   }
 
-  private onPath(peer: NodeId, direct: boolean): void {
+  private onPath(peer: NodeId, direct: boolean, rtt: number | undefined): void {
     const now = this.d.clock.now();
     const s = this.state(peer);
+    if (direct && rtt !== undefined) this.onRtt(peer, s, now, rtt);
     if (direct) {
       s.directStreak++;
       s.indirectStreak = 0;
@@ -106,9 +121,9 @@ export class PathDetector implements Detector {
     s.last = direct;
     prune(s.changes, now - this.o.flapWindowMs);
 
-    // Frames failing their integrity check explain failed probes: report the corruption, not
-    // its symptoms.
-    if (s.current.has("corruption")) {
+    // Frames failing their integrity check, or a congested path, explain failed probes: report
+    // the cause, not its symptoms.
+    if (s.current.has("corruption") || s.current.has("congestion")) {
       this.clear(peer, s, "route-failure", now);
       this.clear(peer, s, "route-instability", now);
       return;
@@ -134,6 +149,31 @@ export class PathDetector implements Detector {
       this.raise(peer, s, "route-failure", now, `${s.indirectStreak} probes answered only through a relay`);
     } else if ((direct && s.directStreak >= this.o.recoverAfter) || s.current.has("route-instability")) {
       this.clear(peer, s, "route-failure", now);
+    }
+  }
+
+  /** Accrual over round trips: a path whose RTTs climb far above its own baseline is congested. */
+  private onRtt(peer: NodeId, s: PathState, now: number, rtt: number): void {
+    s.rtts.push(rtt);
+    if (s.rtts.length > this.o.rttSamples) s.rtts.shift();
+    // Baseline: the lowest RTT seen in the window (a monotone deque keeps it O(1) amortised).
+    while (s.baseline.length > 0 && s.baseline.at(-1)![1] >= rtt) s.baseline.pop();
+    s.baseline.push([now, rtt]);
+    while (s.baseline.length > 0 && s.baseline[0]![0] < now - this.o.baselineWindowMs) s.baseline.shift();
+    if (s.rtts.length < this.o.rttSamples) return;
+    const base = s.baseline[0]![1];
+    const median = [...s.rtts].sort((a, b) => a - b)[Math.floor(s.rtts.length / 2)]!;
+    const limit = Math.max(this.o.rttFactor * base, this.o.rttFloorMs);
+    if (median > limit) {
+      this.raise(
+        peer,
+        s,
+        "congestion",
+        now,
+        `median RTT ${median.toFixed(1)} ms, baseline ${base.toFixed(2)} ms`,
+      );
+    } else if (median < limit / 2) {
+      this.clear(peer, s, "congestion", now);
     }
   }
 

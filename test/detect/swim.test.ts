@@ -191,3 +191,47 @@ describe("path conditions (simulation)", () => {
     for (const [, node] of sim.live()) expect(node.monitor.snapshot()).toEqual([]);
   });
 });
+
+describe("congestion (simulation)", () => {
+  it("a bandwidth-limited lossy link under load is reported as congestion, and nothing else", async () => {
+    const { PingNode } = await import("../../src/sim/ping.ts");
+    const { DetectionNode } = await import("../../src/detect/detection-node.ts");
+    const { Simulation } = await import("../../src/sim/simulation.ts");
+    const seen: Seen[] = [];
+    const sim: InstanceType<typeof Simulation<InstanceType<typeof DetectionNode>>> = new Simulation({
+      seed: 3,
+      nodes: 5,
+      create: (ctx) => {
+        const node = new DetectionNode({
+          id: ctx.id,
+          clock: ctx.clock,
+          rng: ctx.rng,
+          transport: ctx.transport,
+          seeds: ctx.nodes,
+        });
+        node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
+        // Background traffic n1 -> n3: 40 KB/s of 1 KB pings (the link carries 20 KB/s).
+        if (ctx.id === "n1") {
+          const load = new PingNode(
+            { ...ctx, peers: ctx.nodes },
+            { intervalMs: 25, payloadBytes: 1000, targets: ["n3"] },
+          );
+          const start = node.start.bind(node);
+          node.start = () => {
+            start();
+            ctx.clock.setTimer(20_000, () => load.start());
+          };
+        }
+        return node;
+      },
+    }).start();
+    sim.network.setLink("n1", "n3", { bandwidth: 20_000, queueBytes: 6_000, loss: 0.05 }, { oneWay: true });
+    sim.runUntil(90_000);
+    const reports = seen.filter((s) => s.report.type === "failure").map((s) => s.report as FailureReport);
+    expect(reports.length).toBeGreaterThan(0);
+    for (const r of reports) {
+      expect(r.kind).toBe("congestion");
+      expect([r.subject, r.peer].sort()).toEqual(["n1", "n3"]);
+    }
+  });
+});
