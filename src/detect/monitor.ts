@@ -47,7 +47,8 @@ export class Monitor {
     if (event.type === "failure") {
       const prev = this.current.get(key);
       if (prev && prev.certainty === event.certainty) {
-        prev.evidence = [...prev.evidence, ...event.evidence].slice(-16);
+        // A copy: subscribers already hold `prev`.
+        this.current.set(key, { ...prev, evidence: [...prev.evidence, ...event.evidence].slice(-16) });
         return;
       }
       if (prev && prev.certainty === "certain" && event.certainty === "suspected") return; // never downgrade
@@ -74,23 +75,28 @@ export class Monitor {
     return {
       [Symbol.asyncIterator](): AsyncIterator<ReportEvent> {
         const queue: ReportEvent[] = [];
-        let wake: (() => void) | undefined;
+        const waiting: Array<() => void> = [];
         let done = false;
+        const wakeAll = () => {
+          for (const w of waiting.splice(0)) w();
+        };
         const unsubscribe = self.subscribe(filter, (r) => {
           queue.push(r);
           if (queue.length > WATCH_BUFFER) queue.shift();
-          wake?.();
+          wakeAll();
         });
         const finish = () => {
+          if (done) return;
           done = true;
           unsubscribe();
-          wake?.();
+          options.signal?.removeEventListener("abort", finish);
+          wakeAll();
         };
-        options.signal?.addEventListener("abort", finish, { once: true });
+        if (options.signal?.aborted) finish();
+        else options.signal?.addEventListener("abort", finish, { once: true });
         return {
           async next(): Promise<IteratorResult<ReportEvent>> {
-            while (queue.length === 0 && !done) await new Promise<void>((r) => (wake = r));
-            wake = undefined;
+            while (queue.length === 0 && !done) await new Promise<void>((r) => waiting.push(r));
             const value = queue.shift();
             if (value !== undefined) return { value, done: false };
             return { value: undefined, done: true };

@@ -63,6 +63,7 @@ export class PathDetector implements Detector {
   private readonly o: Required<PathOptions>;
   private readonly offs: Array<() => void> = [];
   private timer: Timer | undefined;
+  private stopped = false;
 
   constructor(
     private readonly d: { id: NodeId; swim: SwimNode; transport: Transport; monitor: Monitor; clock: Clock },
@@ -83,6 +84,7 @@ export class PathDetector implements Detector {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const off of this.offs.splice(0)) off();
     this.timer?.cancel();
   }
@@ -205,7 +207,7 @@ export class PathDetector implements Detector {
         this.clear(peer, s, "route-instability", now);
       }
     }
-    this.timer = this.d.clock.setTimer(this.o.tickMs, () => this.tick());
+    if (!this.stopped) this.timer = this.d.clock.setTimer(this.o.tickMs, () => this.tick());
   }
 
   private raise(peer: NodeId, s: PathState, kind: FailureKind, now: number, what: string): void {

@@ -18,6 +18,12 @@ export const SWIM_DEFAULTS = {
   pushPullIntervalMs: 30_000,
 } as const;
 
+function sameAddress(a: Address | undefined, b: Address): boolean {
+  if (!a) return false;
+  if ("path" in a || "path" in b) return "path" in a && "path" in b && a.path === b.path;
+  return a.host === b.host && a.port === b.port;
+}
+
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
 const MAX_RECHECKS = 4;
 
@@ -382,9 +388,14 @@ export class SwimCore {
           return;
         }
         if (u.inc <= m.incarnation) return;
+        const moved = u.addr !== undefined && !sameAddress(m.addr, u.addr);
         if (u.addr) m.addr = u.addr;
         this.clearSuspicion(u.id);
+        const wasAlive = m.status === "alive";
         this.setStatus(now, m, "alive", u.inc);
+        // A member that restarted elsewhere (a new port) and refuted before it was declared
+        // dead: its new address must still reach the host, which dials it.
+        if (moved && wasAlive) this.out.push({ type: "member", member: { ...m }, prev: "alive" });
         this.enqueue(u);
         return;
       }

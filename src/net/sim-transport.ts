@@ -110,7 +110,8 @@ export class SimTransport implements Transport {
     } catch (e) {
       const reason = e instanceof FrameError ? e.reason : "bad-payload";
       bump(this.counters.badFrames, reason);
-      this.emitter.emit("integrity", { peer: from, reason, at: this.clock.now() });
+      if (reason !== "bad-payload")
+        this.emitter.emit("integrity", { peer: from, reason, at: this.clock.now() });
       return;
     }
     this.counters.received++;

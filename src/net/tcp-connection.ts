@@ -34,7 +34,7 @@ export interface ConnectionHost {
   readonly handshakeTimeoutMs: number;
   listenAddress(): Address | undefined;
   /** Acceptor side: may this authenticated HELLO become the connection to its sender? */
-  admit(conn: TcpConnection, hello: Hello): boolean;
+  admit(conn: TcpConnection, hello: { from: NodeId; boot: string }): boolean;
   opened(conn: TcpConnection): void;
   messages(conn: TcpConnection, messages: Buffer[]): void;
   badFrame(conn: TcpConnection, err: FrameError): void;
@@ -44,7 +44,16 @@ export interface ConnectionHost {
   ended(conn: TcpConnection, kind: ConnectionEventKind, code?: string): void;
 }
 
-type State = "connecting" | "handshake" | "open" | "closed";
+/**
+ * connecting → handshake → open (dialer), or handshake → confirming → open (acceptor): the
+ * acceptor treats the connection as established only once the dialer's first frame under the new
+ * session key arrives, so a recorded HELLO replayed by someone without the cluster key can never
+ * displace a live connection.
+ */
+type State = "connecting" | "handshake" | "confirming" | "open" | "closed";
+
+/** TCP keepalive idle time on every connection (detectors see failures far sooner; this reclaims sockets). */
+const KEEPALIVE_MS = 15_000;
 
 const UNREACHABLE = new Set(["EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN"]);
 
@@ -94,6 +103,8 @@ export class TcpConnection {
     this.state = dir === "out" ? "connecting" : "handshake";
     this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     socket.setNoDelay(true);
+    // A half-open connection (peer host gone without a FIN) is eventually noticed even when idle.
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err: NodeJS.ErrnoException) => {
       this.errorCode ??= err.code ?? "EUNKNOWN";
@@ -116,7 +127,7 @@ export class TcpConnection {
 
   /** Send a batch of encoded messages. Returns false when the socket buffer is full (backpressure). */
   sendBatch(messages: readonly Buffer[]): boolean {
-    if (this.state !== "open" || !this.sendKey) return false;
+    if ((this.state !== "open" && this.state !== "confirming") || !this.sendKey) return false;
     const frame = sealBatch(messages, this.sendKey, this.sendSeq++);
     const ok = this.socket.write(frame);
     if (!ok) this.blocked = true;
@@ -159,7 +170,12 @@ export class TcpConnection {
         if (!frame) return;
         if (this.state === "open") this.onDataFrame(frame);
         else if (this.state === "handshake") this.onHelloFrame(frame);
-        else throw new FrameError("bad-type", "data arrived before the connection was established");
+        else if (this.state === "confirming") {
+          const payload = this.authenticate(frame); // throws unless the dialer holds the session key
+          this.state = "open";
+          this.established();
+          if (this.state === "open" && payload.length > 0) this.host.messages(this, splitBatch(payload));
+        } else throw new FrameError("bad-type", "data arrived before the connection was established");
       }
     } catch (e) {
       if (e instanceof FrameError) this.host.badFrame(this, e);
@@ -193,21 +209,30 @@ export class TcpConnection {
       const keys = deriveKeys(this.host.clusterKey, this.nonce, hello.nonce);
       this.sendKey = new MacKey(keys.dialerToAcceptor, { uniqueSeq: true });
       this.recvKey = new MacKey(keys.acceptorToDialer, { uniqueSeq: true });
-    } else {
-      this.peer = hello.from;
-      if (!this.host.admit(this, hello)) {
-        this.superseded = true;
-        this.destroy();
-        return;
-      }
-      this.writeHello({ to: hello.from, echo: hello.nonce });
-      const keys = deriveKeys(this.host.clusterKey, hello.nonce, this.nonce);
-      this.sendKey = new MacKey(keys.acceptorToDialer, { uniqueSeq: true });
-      this.recvKey = new MacKey(keys.dialerToAcceptor, { uniqueSeq: true });
+      this.peerBoot = hello.boot;
+      this.peerAddress = hello.addr;
+      this.state = "open";
+      // Key confirmation: an (empty) first frame under the session key.
+      this.sendBatch([]);
+      this.established();
+      return;
     }
+    this.peer = hello.from;
     this.peerBoot = hello.boot;
     this.peerAddress = hello.addr;
-    this.state = "open";
+    if (!this.host.admit(this, hello)) {
+      this.superseded = true;
+      this.destroy();
+      return;
+    }
+    this.writeHello({ to: hello.from, echo: hello.nonce });
+    const keys = deriveKeys(this.host.clusterKey, hello.nonce, this.nonce);
+    this.sendKey = new MacKey(keys.acceptorToDialer, { uniqueSeq: true });
+    this.recvKey = new MacKey(keys.dialerToAcceptor, { uniqueSeq: true });
+    this.state = "confirming";
+  }
+
+  private established(): void {
     this.timer?.cancel();
     this.timer = undefined;
     this.reader.setMaxPayload(this.host.maxFrameBytes);
@@ -215,14 +240,18 @@ export class TcpConnection {
   }
 
   private onDataFrame(frame: Buffer): void {
+    this.host.messages(this, splitBatch(this.authenticate(frame)));
+  }
+
+  /** Check a Data frame under the session key and the next sequence number; its payload. */
+  private authenticate(frame: Buffer): Buffer {
     if (frame[3] !== FrameType.Data)
       throw new FrameError("bad-type", `unexpected frame type ${frame[3]} on an open connection`);
     if (!verifyFrame(frame, this.recvKey!, this.recvSeq)) {
       throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged or replayed)");
     }
     this.recvSeq++;
-    const payload = frame.subarray(8, frame.length - 16);
-    this.host.messages(this, splitBatch(payload));
+    return frame.subarray(8, frame.length - 16);
   }
 
   private fail(why: string): void {

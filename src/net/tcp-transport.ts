@@ -5,14 +5,14 @@ import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { decode, encode } from "../runtime/codec.ts";
 import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError, type FrameError } from "../runtime/errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES } from "../runtime/frame.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD } from "../runtime/frame.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { MacKey } from "../runtime/mac.ts";
 import { RateLimiter } from "../runtime/rate-limit.ts";
 import { createRng, type Rng } from "../runtime/rng.ts";
 import { type OverflowPolicy, SendQueue } from "./send-queue.ts";
 import { type ConnectionHost, TcpConnection } from "./tcp-connection.ts";
-import { type Hello, newBootId } from "./tcp-handshake.ts";
+import { newBootId } from "./tcp-handshake.ts";
 import type {
   Address,
   ConnectionEvent,
@@ -301,6 +301,17 @@ export class TcpTransport implements Transport, ConnectionHost {
       );
     }
     const bytes = encode(message);
+    if (bytes.length + 4 + FRAME_OVERHEAD > this.o.maxFrameBytes) {
+      // The receiver would reject the frame (and drop the connection): refuse it here, loudly.
+      bump(this.counters.dropped, "too-large");
+      if (this.badFrameLog.take(`too-large:${to}`) >= 0) {
+        this.log.warn(
+          { to, bytes: bytes.length, limit: this.o.maxFrameBytes },
+          "message larger than a frame: dropped",
+        );
+      }
+      return false;
+    }
     const dropped = p.queue.push(bytes);
     if (dropped > 0) bump(this.counters.dropped, "queue-overflow", dropped);
     p.wanted = true;
@@ -401,42 +412,42 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   // ---- ConnectionHost ----------------------------------------------------------------------
 
-  admit(_conn: TcpConnection, hello: Hello): boolean {
+  /**
+   * May an inbound connection from `hello.from` become the connection to it? Pure: nothing is
+   * replaced until the dialer has proved it holds the session key (see opened()).
+   * Simultaneous dial: both sides keep the connection dialed by the smaller id — while our own dial
+   * has reached the peer (its HELLO may be on the way). A HELLO from a restarted peer (new boot
+   * id) wins over the connection we had to its old incarnation.
+   */
+  admit(_conn: TcpConnection, hello: { from: NodeId; boot: string }): boolean {
     if (this.state !== "started") return false;
     const p = this.peer(hello.from);
-    const mine = p.conn ?? p.dial;
-    // Simultaneous dial: both sides keep the connection dialed by the smaller id. A HELLO from a
-    // restarted peer (new boot id) always wins over the connection we had to its old incarnation.
-    if (
-      mine &&
-      mine.dir === "out" &&
-      this.id < hello.from &&
-      (mine === p.dial || mine.peerBoot === hello.boot)
-    ) {
-      return false;
-    }
-    for (const old of [p.dial, p.conn]) {
-      if (old) {
-        old.superseded = true;
-        old.destroy();
-      }
-    }
-    p.dial = undefined;
-    p.conn = undefined;
-    p.retry?.cancel();
-    p.retry = undefined;
-    return true;
+    if (!(this.id < hello.from)) return true;
+    if (p.dial?.tcpConnected) return false;
+    return !(p.conn && p.conn.dir === "out" && p.conn.peerBoot === hello.boot);
   }
 
   opened(conn: TcpConnection): void {
     this.pendingInbound.delete(conn);
     const p = this.peer(conn.peer!);
-    if (conn.dir === "in" && conn.peerAddress) p.addr = conn.peerAddress;
-    if (p.dial === conn) p.dial = undefined;
-    if (p.conn && p.conn !== conn) {
-      p.conn.superseded = true;
-      p.conn.destroy();
+    if (conn.dir === "in") {
+      // Re-check now that the dialer is authenticated: our own dial may have won meanwhile.
+      if (!this.admit(conn, { from: p.id, boot: conn.peerBoot ?? "" })) {
+        conn.superseded = true;
+        conn.destroy();
+        return;
+      }
+      if (conn.peerAddress) p.addr = conn.peerAddress;
     }
+    for (const old of [p.dial, p.conn]) {
+      if (old && old !== conn) {
+        old.superseded = true;
+        old.destroy();
+      }
+    }
+    p.dial = undefined;
+    p.retry?.cancel();
+    p.retry = undefined;
     p.conn = conn;
     p.backoffMs = this.o.reconnectInitialMs;
     this.emitConnection(p.id, "connected", undefined, conn.peerBoot);
@@ -461,7 +472,9 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   badFrame(conn: TcpConnection, err: FrameError): void {
     bump(this.counters.badFrames, err.reason);
-    if (conn.state === "open" && conn.peer !== undefined) {
+    // Evidence of a damaged path: frames that failed the check. A payload that passed its MAC but
+    // does not decode is a software mismatch, not corruption.
+    if (conn.state === "open" && conn.peer !== undefined && err.reason !== "bad-payload") {
       this.emitter.emit("integrity", { peer: conn.peer, reason: err.reason, at: this.clock.now() });
     }
     const who = conn.state === "open" ? `peer:${conn.peer}` : `addr:${conn.remote}`;

@@ -80,7 +80,8 @@ describe("TCP transport on real sockets", () => {
     await waitFor(() => (a.stats().badFrames["bad-mac"] ?? 0) >= 1, "rejected HELLO");
     await new Promise((r) => setTimeout(r, 50));
     expect(delivered).toBe(0);
-    expect(a.stats().openConnections).toBe(0);
+    await mallory.stop(); // it keeps redialing; once it stops, nothing of it stays open at a
+    await waitFor(() => a.stats().openConnections === 0, "mallory's sockets to be gone");
   });
 
   it("dialing an address where another node listens fails the handshake with a clear count", async () => {
@@ -131,5 +132,61 @@ describe("TCP transport on real sockets", () => {
     expect(a.stats().dropped["queue-overflow"]).toBeGreaterThan(100_000);
     expect(grown).toBeLessThan(150 * 1024 * 1024); // 200 MB were offered
     peer.proc.kill("SIGCONT");
+  });
+});
+
+describe("TCP transport: hostile handshakes and oversized messages", () => {
+  it("a replayed HELLO (no session key) never displaces a live connection", async () => {
+    const { connect } = await import("node:net");
+    const { encode } = await import("../../src/runtime/codec.ts");
+    const { FrameType, sealFrame } = await import("../../src/runtime/frame.ts");
+    const { MacKey } = await import("../../src/runtime/mac.ts");
+    const { newNonce } = await import("../../src/net/tcp-handshake.ts");
+    const a = new TcpTransport({ id: "a", clusterKey: KEY });
+    const b = new TcpTransport({ id: "b", clusterKey: KEY });
+    await Promise.all([a.start(), b.start()]);
+    try {
+      a.addPeer("b", b.address());
+      const events: ConnectionEvent[] = [];
+      a.on("connection", (e) => events.push(e));
+      let got = 0;
+      b.on("message", () => got++);
+      a.send("b", 1);
+      await waitFor(() => got === 1, "a live connection");
+      // Someone replays a HELLO from "a" (with a's boot id or another): it cannot confirm the key.
+      for (const boot of [a.boot, "another-boot"]) {
+        const hello = encode({ v: 1, from: "a", to: "b", boot, nonce: newNonce() });
+        await new Promise<void>((resolve) => {
+          const s = connect(b.port(), "127.0.0.1", () =>
+            s.write(sealFrame(FrameType.Hello, hello, new MacKey(KEY))),
+          );
+          s.on("data", () => {});
+          s.on("error", () => {});
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, 100);
+        });
+      }
+      a.send("b", 2);
+      await waitFor(() => got === 2, "the original connection still carrying messages");
+      expect(events.filter((e) => e.kind !== "connected")).toEqual([]);
+      expect(events.filter((e) => e.kind === "connected")).toHaveLength(1);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("refuses a message larger than a frame at send time, and counts it", async () => {
+    const a = new TcpTransport({ id: "a", clusterKey: KEY, maxFrameBytes: 64 * 1024 });
+    await a.start();
+    try {
+      a.addPeer("b", { host: "127.0.0.1", port: 9 });
+      expect(a.send("b", Buffer.alloc(100 * 1024))).toBe(false);
+      expect(a.stats().dropped["too-large"]).toBe(1);
+      expect(a.send("b", Buffer.alloc(1024))).toBe(true);
+    } finally {
+      await a.stop();
+    }
   });
 });
