@@ -5,6 +5,12 @@ import { DetectionNode } from "../src/detect/detection-node.ts";
 import { Simulation } from "../src/sim/simulation.ts";
 import { fmt, table } from "./lib.ts";
 
+function sentBytes(sim: Simulation<DetectionNode>): number {
+  let b = 0;
+  for (const id of sim.ids) b += sim.transport(id).stats().bytesSent;
+  return b;
+}
+
 export function benchSwimScale(sizes: number[]): string {
   const rows: (string | number)[][] = [];
   for (const n of sizes) {
@@ -35,8 +41,10 @@ export function benchSwimScale(sizes: number[]): string {
     }).start();
     sim.runUntil(10_000); // settle
     const sent0 = sim.network.counters.sent;
+    const bytes0 = sentBytes(sim);
     sim.runUntil(40_000);
     const perNode = (sim.network.counters.sent - sent0) / n / 30;
+    const bytesPerNode = (sentBytes(sim) - bytes0) / n / 30;
     crashedAt = sim.now();
     sim.crash(victim, { host: true });
     sim.runUntil(crashedAt + 120_000);
@@ -47,6 +55,7 @@ export function benchSwimScale(sizes: number[]): string {
     rows.push([
       n,
       fmt(perNode, 2),
+      fmt(bytesPerNode, 0),
       fmt(first / 1000, 1),
       fmt(all / 1000, 1),
       `${times.length}/${n - 1}`,
@@ -62,6 +71,7 @@ export function benchSwimScale(sizes: number[]): string {
       [
         "members",
         "msgs/s per node",
+        "bytes/s per node",
         "first report s",
         "all members know s",
         "reported by",

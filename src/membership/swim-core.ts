@@ -208,7 +208,10 @@ export class SwimCore {
    * learns it and refutes, and the two sides of a healed partition merge.
    */
   private onPushPull(): void {
-    this.setTimer("push-pull", this.cfg.pushPullIntervalMs * this.rng.range(0.8, 1.2));
+    // A full state is O(n): like memberlist, exchange it less often in larger clusters.
+    const n = this.live;
+    const scale = n <= 32 ? 1 : Math.ceil(Math.log2(n) - Math.log2(32)) + 1;
+    this.setTimer("push-pull", this.cfg.pushPullIntervalMs * scale * this.rng.range(0.8, 1.2));
     if (this.leaving) return;
     const live = this.liveIds();
     const candidates = live.length > 0 ? live : [...this.members.keys()];
