@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import type { SwimConfig } from "../membership/swim-core.ts";
+import { SWIM_DEFAULTS, type SwimConfig } from "../membership/swim-core.ts";
 import { SwimNode } from "../membership/swim-node.ts";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -55,6 +55,7 @@ export class DetectionNode {
         transport: o.transport,
         monitor: this.monitor,
         clock: o.clock,
+        correlationMs: 2 * (o.swim?.probeIntervalMs ?? SWIM_DEFAULTS.probeIntervalMs),
       }),
       new AgentDetector({ id: o.id, transport: o.transport, monitor: this.monitor, clock: o.clock }),
       new PathDetector(

@@ -1,10 +1,16 @@
 import type { Member } from "../membership/swim-core.ts";
 import type { SwimNode } from "../membership/swim-node.ts";
 import type { ConnectionEvent, NodeId, Transport } from "../net/transport.ts";
-import type { Clock } from "../runtime/clock.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Detector } from "./detector.ts";
 import type { Monitor } from "./monitor.ts";
 import type { Evidence, FailureKind, FailureReport } from "./report.ts";
+
+/** Default correlation window: two of memberlist's probe periods (ms). */
+export const CORRELATION_MS = 2000;
+
+/** Members lost this recently count towards a partition's far side (ms). */
+const RECENT_LOSS_MS = 60_000;
 
 /** How long a transport `refused` stays relevant evidence that the host is up (ms). */
 export const REFUSED_EVIDENCE_MS = 30_000;
@@ -14,7 +20,10 @@ export const REFUSED_EVIDENCE_MS = 30_000;
  * probe answered through the whole suspicion timeout, from several members) is reported as
  *  - `process-exit`, suspected, when its host recently refused a connection (the kernel answered:
  *    the machine is up, nothing listens), or
- *  - `host-crash`, suspected, when nothing answered at all.
+ *  - `host-crash`, suspected, when nothing answered at all, or
+ *  - `partition`, suspected, naming both sides, when several members fall silent together (within
+ *    a correlation window of two probe periods): from one side, a partition and several hosts
+ *    crashing at once look alike; several at once is far likelier to be the network.
  * Certainty needs more than SWIM can know (the host agent, or a fence). A member that comes back
  * (a higher incarnation) is `recovered`; one that left gracefully is not a failure.
  */
@@ -23,9 +32,24 @@ export class MembershipDetector implements Detector {
   private readonly refused = new Map<NodeId, number>();
   private readonly published = new Map<NodeId, FailureReport>();
   private readonly suspectedAt = new Map<NodeId, number>();
+  /** Members declared dead with no sign of their host, waiting out the correlation window. */
+  private readonly held = new Map<NodeId, number>();
+  private holdTimer: Timer | undefined;
+  private readonly correlationMs: number;
   private readonly offs: Array<() => void> = [];
 
-  constructor(private readonly o: { swim: SwimNode; transport: Transport; monitor: Monitor; clock: Clock }) {}
+  constructor(
+    private readonly o: {
+      swim: SwimNode;
+      transport: Transport;
+      monitor: Monitor;
+      clock: Clock;
+      /** How long verdicts about silent members are held to see whether several go together (ms). */
+      correlationMs?: number;
+    },
+  ) {
+    this.correlationMs = o.correlationMs ?? CORRELATION_MS;
+  }
 
   start(): void {
     this.offs.push(
@@ -36,6 +60,8 @@ export class MembershipDetector implements Detector {
 
   stop(): void {
     for (const off of this.offs.splice(0)) off();
+    this.holdTimer?.cancel();
+    this.holdTimer = undefined;
   }
 
   private onConnection(e: ConnectionEvent): void {
@@ -52,28 +78,23 @@ export class MembershipDetector implements Detector {
     const since = this.suspectedAt.get(m.id) ?? now;
     this.suspectedAt.delete(m.id);
     if (m.status === "dead") {
-      const evidence: Evidence[] = [
-        { source: "swim", what: "suspicion-timeout", at: now, observer: this.o.swim.id },
-      ];
       const refusedAt = this.refused.get(m.id);
-      let kind: FailureKind = "host-crash";
       if (refusedAt !== undefined && now - refusedAt <= REFUSED_EVIDENCE_MS) {
-        kind = "process-exit";
-        evidence.push({ source: "transport", what: "ECONNREFUSED", at: refusedAt, observer: this.o.swim.id });
+        // The host answered (it refused a connection): this member's process is gone, not its host.
+        this.publish(m.id, "process-exit", since, now, [
+          this.swimEvidence(now),
+          { source: "transport", what: "ECONNREFUSED", at: refusedAt, observer: this.o.swim.id },
+        ]);
+        return;
       }
-      const report: FailureReport = {
-        type: "failure",
-        subject: m.id,
-        kind,
-        certainty: "suspected",
-        detectedAt: now,
-        since,
-        evidence,
-        detector: this.name,
-      };
-      this.published.set(m.id, report);
-      this.o.monitor.publish(report);
-    } else if (m.status === "alive" && prev !== undefined) {
+      // Nothing answered. Hold the verdict briefly: several members lost at once is a partition
+      // (named by its sides), one alone a host crash.
+      this.held.set(m.id, since);
+      this.holdTimer ??= this.o.clock.setTimer(this.correlationMs, () => this.release());
+      return;
+    }
+    this.held.delete(m.id);
+    if (m.status === "alive" && prev !== undefined) {
       const failed = this.published.get(m.id);
       if (failed) {
         this.published.delete(m.id);
@@ -90,5 +111,75 @@ export class MembershipDetector implements Detector {
       this.published.delete(m.id);
       this.o.monitor.forget(m.id, now, this.name);
     }
+  }
+
+  /** The correlation window closed: one lost member is a host crash, several a partition. */
+  private release(): void {
+    this.holdTimer = undefined;
+    const now = this.o.clock.now();
+    const lost = [...this.held.entries()];
+    this.held.clear();
+    if (lost.length === 0) return;
+    // The far side: what was lost now, what is suspected now, and what fell silent recently.
+    const farSet = new Set(lost.map(([id]) => id));
+    for (const m of this.o.swim.members()) {
+      if (m.status === "suspect") farSet.add(m.id);
+      const r = this.published.get(m.id);
+      if (m.status === "dead" && r && r.kind !== "process-exit" && now - r.detectedAt <= RECENT_LOSS_MS)
+        farSet.add(m.id);
+    }
+    if (farSet.size === 1) {
+      const [id, since] = lost[0]!;
+      this.publish(id, "host-crash", since, now, [this.swimEvidence(now)]);
+      return;
+    }
+    const far = [...farSet].sort();
+    const near = [
+      this.o.swim.id,
+      ...this.o.swim
+        .members()
+        .filter((m) => m.status === "alive")
+        .map((m) => m.id),
+    ].sort();
+    for (const [id, since] of lost) {
+      this.publish(
+        id,
+        "partition",
+        since,
+        now,
+        [
+          this.swimEvidence(now),
+          { source: "swim", what: `${far.length} members lost together`, at: now, observer: this.o.swim.id },
+        ],
+        [near, far],
+      );
+    }
+  }
+
+  private swimEvidence(now: number): Evidence {
+    return { source: "swim", what: "suspicion-timeout", at: now, observer: this.o.swim.id };
+  }
+
+  private publish(
+    id: NodeId,
+    kind: FailureKind,
+    since: number,
+    now: number,
+    evidence: Evidence[],
+    sides?: NodeId[][],
+  ): void {
+    const report: FailureReport = {
+      type: "failure",
+      subject: id,
+      kind,
+      certainty: "suspected",
+      detectedAt: now,
+      since,
+      evidence,
+      detector: this.name,
+    };
+    if (sides) report.sides = sides;
+    this.published.set(id, report);
+    this.o.monitor.publish(report);
   }
 }

@@ -217,6 +217,11 @@ export class SwimCore {
     const candidates = live.length > 0 ? live : [...this.members.keys()];
     if (candidates.length === 0) return;
     this.send(this.rng.pick(candidates), { p: "swim", t: "join", g: this.fullState() });
+    // Reconnect (as Serf does): also try one member we hold dead. If a partition has healed, it
+    // answers with its state, learns it was declared dead and refutes: the two sides merge.
+    const dead: NodeId[] = [];
+    for (const m of this.members.values()) if (m.status === "dead") dead.push(m.id);
+    if (dead.length > 0) this.send(this.rng.pick(dead), { p: "swim", t: "join", g: this.fullState() });
   }
 
   private onLeave(): void {

@@ -235,3 +235,54 @@ describe("congestion (simulation)", () => {
     }
   });
 });
+
+describe("partitions (simulation)", () => {
+  const failuresOf = (seen: Seen[]) =>
+    seen
+      .filter((s) => s.report.type === "failure")
+      .map((s) => ({ observer: s.observer, r: s.report as FailureReport }));
+
+  it("a 2|3 partition is reported by each side as a partition naming both sides", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    const a = ["n1", "n2"];
+    const b = ["n3", "n4", "n5"];
+    sim.network.partition([a, b]);
+    sim.runUntil(60_000);
+    const got = failuresOf(seen);
+    expect(got).toHaveLength(2 * 3 + 3 * 2); // everyone reports everyone on the far side
+    for (const { observer, r } of got) {
+      expect(r.kind).toBe("partition");
+      const [near, far] = a.includes(observer) ? [a, b] : [b, a];
+      expect(far).toContain(r.subject);
+      expect(r.sides).toEqual([near, far]);
+    }
+    sim.network.unpartition([a, b]);
+    sim.runUntil(180_000);
+    for (const [, node] of sim.live()) expect(node.monitor.snapshot()).toEqual([]);
+  });
+
+  it("a one-way partition is reported as a partition too (round trips fail both ways)", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.network.partition(
+      [
+        ["n1", "n2"],
+        ["n3", "n4", "n5"],
+      ],
+      { oneWay: true },
+    );
+    sim.runUntil(60_000);
+    const got = failuresOf(seen);
+    expect(got.length).toBeGreaterThan(0);
+    for (const { r } of got) expect(r.kind).toBe("partition");
+  });
+
+  it("a single silent host is still a host crash", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.crash("n4", { host: true });
+    sim.runUntil(60_000);
+    for (const { r } of failuresOf(seen)) expect(r.kind).toBe("host-crash");
+  });
+});
