@@ -16,6 +16,7 @@ export function benchSwimScale(sizes: number[]): string {
   for (const n of sizes) {
     const t0 = performance.now();
     let falseReports = 0;
+    const falseKinds = new Map<string, number>();
     const detectedBy = new Map<string, number>();
     const victim = "n2";
     let crashedAt = Number.POSITIVE_INFINITY;
@@ -33,7 +34,10 @@ export function benchSwimScale(sizes: number[]): string {
           members: ctx.nodes,
         });
         node.monitor.subscribe({ recovered: false }, (r) => {
-          if (r.subject !== victim || sim.now() < crashedAt) falseReports++;
+          if (r.subject !== victim || sim.now() < crashedAt) {
+            falseReports++;
+            falseKinds.set(r.kind, (falseKinds.get(r.kind) ?? 0) + 1);
+          }
           else if (!detectedBy.has(ctx.id)) detectedBy.set(ctx.id, sim.now());
         });
         return node;
@@ -59,7 +63,7 @@ export function benchSwimScale(sizes: number[]): string {
       fmt(first / 1000, 1),
       fmt(all / 1000, 1),
       `${times.length}/${n - 1}`,
-      falseReports,
+      falseReports === 0 ? 0 : `${falseReports} (${[...falseKinds].map(([k, v]) => `${k} ${v}`).join(", ")})`,
       fmt(wall, 1),
     ]);
   }
