@@ -1,7 +1,8 @@
 // SWIM detection at scale, in simulation (memberlist LAN timing, 1 % loss on every link):
 // messages per second per node in steady state, cluster-wide detection time of a crashed process,
 // and false reports about healthy members.
-import { DetectionNode } from "../src/detect/detection-node.ts";
+import type { DetectionNode } from "../src/detect/detection-node.ts";
+import { simDetectionNode } from "../src/sim/scenarios/swim.ts";
 import { Simulation } from "../src/sim/simulation.ts";
 import { fmt, table } from "./lib.ts";
 
@@ -26,19 +27,12 @@ export function benchSwimScale(sizes: number[]): string {
       network: { loss: 0.01, delayMs: 0.2, jitterMs: 0.3 },
       traceFrames: false,
       create: (ctx) => {
-        const node = new DetectionNode({
-          id: ctx.id,
-          clock: ctx.clock,
-          rng: ctx.rng,
-          transport: ctx.transport,
-          members: ctx.nodes,
-        });
+        const node = simDetectionNode(ctx, { seeds: [], members: ctx.nodes });
         node.monitor.subscribe({ recovered: false }, (r) => {
           if (r.subject !== victim || sim.now() < crashedAt) {
             falseReports++;
             falseKinds.set(r.kind, (falseKinds.get(r.kind) ?? 0) + 1);
-          }
-          else if (!detectedBy.has(ctx.id)) detectedBy.set(ctx.id, sim.now());
+          } else if (!detectedBy.has(ctx.id)) detectedBy.set(ctx.id, sim.now());
         });
         return node;
       },

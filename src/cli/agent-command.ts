@@ -2,9 +2,9 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { HostAgent } from "../agent/host-agent.ts";
 import { createLogger } from "../runtime/logger.ts";
-import type { ToNode, ToSupervisor } from "./ipc.ts";
+import { type ToNode, tellSupervisor } from "./ipc.ts";
 import { parsePeers } from "./node-command.ts";
-import { duration, intString, parseClusterKey, port, validate } from "./options.ts";
+import { addSwimOptions, parseClusterKey, port, swimConfig, swimOptions, validate } from "./options.ts";
 
 const AgentOptions = z.object({
   host: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
@@ -12,15 +12,12 @@ const AgentOptions = z.object({
   listen: z.string().min(1),
   port,
   peers: z.string().optional(),
-  probeInterval: duration,
-  probeTimeout: duration,
-  suspicionMult: intString(1, 100),
+  ...swimOptions,
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
 });
 
 export function registerAgent(program: Command): void {
-  program
-    .command("agent")
+  addSwimOptions(program.command("agent"))
     .description(
       "run the host agent: local processes register on a Unix socket; their exits are reported as certain",
     )
@@ -29,9 +26,6 @@ export function registerAgent(program: Command): void {
     .option("--listen <host>", "address to listen on for the cluster", "127.0.0.1")
     .option("--port <port>", "cluster port (0: any free port)", "0")
     .option("--peers <list>", "cluster members to join, as id=host:port,...")
-    .option("--probe-interval <time>", "SWIM probe interval", "1s")
-    .option("--probe-timeout <time>", "SWIM direct probe timeout", "500ms")
-    .option("--suspicion-mult <n>", "SWIM suspicion multiplier", "4")
     .option("--log-level <level>", "log level (logs go to stderr)", "warn")
     .addHelpText("after", "\nThe cluster key comes from FAULTLINE_CLUSTER_KEY (hex, the same on every node).")
     .action(async (raw) => {
@@ -45,20 +39,12 @@ export function registerAgent(program: Command): void {
         listenHost: o.listen,
         port: o.port,
         seeds: parsePeers(o.peers),
-        swim: {
-          probeIntervalMs: o.probeInterval,
-          probeTimeoutMs: o.probeTimeout,
-          suspicionMult: o.suspicionMult,
-        },
+        swim: swimConfig(o),
         logger,
       });
       await agent.start();
       const supervised = typeof process.send === "function";
-      const tell = (m: ToSupervisor) => {
-        if (supervised && process.connected)
-          process.send!(m, undefined, {}, () => {}); // the supervisor may be gone: its disconnect ends us
-        else console.log(JSON.stringify(m));
-      };
+      const tell = tellSupervisor;
       tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });
       const subscribe = () =>
         agent.detection?.monitor.subscribe({}, (report) => tell({ type: "report", id: agent.id, report }));

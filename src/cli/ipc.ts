@@ -20,3 +20,12 @@ export interface PeerStatus {
   /** What SWIM membership says of the peer. */
   member?: MemberStatus;
 }
+
+/** Tell the supervising `faultline up` (over IPC), or print a JSON line when run on its own. */
+export function tellSupervisor(m: ToSupervisor): void {
+  if (typeof process.send === "function" && process.connected) {
+    process.send(m, undefined, {}, () => {}); // the supervisor may be gone: its disconnect ends us
+  } else {
+    console.log(JSON.stringify(m));
+  }
+}

@@ -11,8 +11,16 @@ import { createRegistry } from "../runtime/metrics.ts";
 import { createRng } from "../runtime/rng.ts";
 import { PingNode } from "../sim/ping.ts";
 import { startAdmin } from "./admin.ts";
-import type { PeerStatus, ToNode, ToSupervisor } from "./ipc.ts";
-import { duration, intString, parseClusterKey, port, validate } from "./options.ts";
+import { type PeerStatus, type ToNode, tellSupervisor } from "./ipc.ts";
+import {
+  addSwimOptions,
+  duration,
+  parseClusterKey,
+  port,
+  swimConfig,
+  swimOptions,
+  validate,
+} from "./options.ts";
 
 const NodeOptions = z.object({
   id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
@@ -20,9 +28,7 @@ const NodeOptions = z.object({
   port,
   peers: z.string().optional(),
   interval: duration,
-  probeInterval: duration,
-  probeTimeout: duration,
-  suspicionMult: intString(1, 100),
+  ...swimOptions,
   agentSocket: z.string().optional(),
   adminPort: port.optional(),
   agentId: z.string().optional(),
@@ -42,17 +48,13 @@ export function parsePeers(text: string | undefined): Record<NodeId, Address> {
 }
 
 export function registerNode(program: Command): void {
-  program
-    .command("node")
+  addSwimOptions(program.command("node"))
     .description("run one faultline node over TCP (what `faultline up` starts five of)")
     .requiredOption("--id <id>", "this node's id")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0: any free port)", "0")
     .option("--peers <list>", "peers as id=host:port,id=host:port")
     .option("--interval <time>", "ping interval (the RTT view)", "250ms")
-    .option("--probe-interval <time>", "SWIM probe interval (memberlist LAN: 1s)", "1s")
-    .option("--probe-timeout <time>", "SWIM direct probe timeout (memberlist LAN: 500ms)", "500ms")
-    .option("--suspicion-mult <n>", "SWIM suspicion multiplier (memberlist LAN: 4)", "4")
     .option("--admin-port <port>", "serve /status, /watch and /metrics on 127.0.0.1 at this port (0: any)")
     .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")
     .option("--agent-id <id>", "the host agent's id (agent:<host>)")
@@ -78,11 +80,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     metrics: registry,
   });
   const supervised = typeof process.send === "function";
-  const tell = (m: ToSupervisor) => {
-    if (supervised && process.connected)
-      process.send!(m, undefined, {}, () => {}); // the supervisor may be gone: its disconnect ends us
-    else console.log(JSON.stringify(m));
-  };
+  const tell = tellSupervisor;
   await transport.start();
   let agent: AgentClient | undefined;
   if (o.agentSocket) {
@@ -111,11 +109,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
         seeds: ids,
         address: transport.address(),
         learnAddress: (id, addr) => transport.addPeer(id, addr),
-        swim: {
-          probeIntervalMs: o.probeInterval,
-          probeTimeoutMs: o.probeTimeout,
-          suspicionMult: o.suspicionMult,
-        },
+        swim: swimConfig(o),
         logger,
       });
       detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));

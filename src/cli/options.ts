@@ -1,3 +1,4 @@
+import type { Command } from "commander";
 import { z } from "zod";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 
@@ -51,4 +52,22 @@ export function parseClusterKey(hex: string | undefined): Buffer {
     );
   }
   return Buffer.from(hex, "hex");
+}
+
+/** SWIM timing options shared by `faultline node` and `faultline agent` (memberlist LAN defaults). */
+export const swimOptions = {
+  probeInterval: duration,
+  probeTimeout: duration,
+  suspicionMult: intString(1, 100),
+};
+
+export function addSwimOptions(cmd: Command): Command {
+  return cmd
+    .option("--probe-interval <time>", "SWIM probe interval (memberlist LAN: 1s)", "1s")
+    .option("--probe-timeout <time>", "SWIM direct probe timeout (memberlist LAN: 500ms)", "500ms")
+    .option("--suspicion-mult <n>", "SWIM suspicion multiplier (memberlist LAN: 4)", "4");
+}
+
+export function swimConfig(o: { probeInterval: number; probeTimeout: number; suspicionMult: number }) {
+  return { probeIntervalMs: o.probeInterval, probeTimeoutMs: o.probeTimeout, suspicionMult: o.suspicionMult };
 }

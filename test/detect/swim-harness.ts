@@ -1,8 +1,9 @@
-import { DetectionNode } from "../../src/detect/detection-node.ts";
+import type { DetectionNode } from "../../src/detect/detection-node.ts";
 import type { ReportEvent } from "../../src/detect/report.ts";
 import type { SwimConfig } from "../../src/membership/swim-core.ts";
 import type { LinkConditions } from "../../src/net/sim-link.ts";
 import type { NodeId } from "../../src/net/transport.ts";
+import { simDetectionNode } from "../../src/sim/scenarios/swim.ts";
 import { Simulation } from "../../src/sim/simulation.ts";
 
 export interface Seen {
@@ -25,12 +26,8 @@ export function swimSim(o: {
     nodes: o.nodes,
     ...(o.network ? { network: o.network } : {}),
     create: (ctx) => {
-      const node = new DetectionNode({
-        id: ctx.id,
-        clock: ctx.clock,
-        rng: ctx.rng,
-        transport: ctx.transport,
-        seeds: o.seeds ? o.seeds(ctx.id, ctx.nodes) : ctx.nodes.filter((n) => n !== ctx.id),
+      const node = simDetectionNode(ctx, {
+        ...(o.seeds ? { seeds: o.seeds(ctx.id, ctx.nodes) } : {}),
         ...(o.swim ? { swim: o.swim } : {}),
       });
       node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));

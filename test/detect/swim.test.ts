@@ -195,20 +195,15 @@ describe("path conditions (simulation)", () => {
 describe("congestion (simulation)", () => {
   it("a bandwidth-limited lossy link under load is reported as congestion, and nothing else", async () => {
     const { PingNode } = await import("../../src/sim/ping.ts");
-    const { DetectionNode } = await import("../../src/detect/detection-node.ts");
+    const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
+    type DetectionNode = ReturnType<typeof simDetectionNode>;
     const { Simulation } = await import("../../src/sim/simulation.ts");
     const seen: Seen[] = [];
-    const sim: InstanceType<typeof Simulation<InstanceType<typeof DetectionNode>>> = new Simulation({
+    const sim: InstanceType<typeof Simulation<DetectionNode>> = new Simulation({
       seed: 3,
       nodes: 5,
       create: (ctx) => {
-        const node = new DetectionNode({
-          id: ctx.id,
-          clock: ctx.clock,
-          rng: ctx.rng,
-          transport: ctx.transport,
-          seeds: ctx.nodes,
-        });
+        const node = simDetectionNode(ctx);
         node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
         // Background traffic n1 -> n3: 40 KB/s of 1 KB pings (the link carries 20 KB/s).
         if (ctx.id === "n1") {

@@ -1,9 +1,24 @@
-import { DetectionNode } from "../../detect/detection-node.ts";
+import { DetectionNode, type DetectionNodeOptions } from "../../detect/detection-node.ts";
 import type { FailureReport } from "../../detect/report.ts";
 import type { NodeId } from "../../net/transport.ts";
 import { applyFaults, planEnd, randomFaults } from "../faults.ts";
 import type { Scenario } from "../scenario.ts";
-import { type Invariant, Simulation } from "../simulation.ts";
+import { type Invariant, type SimContext, Simulation } from "../simulation.ts";
+
+/**
+ * A DetectionNode on a simulated node: its clock, randomness and transport, every other node as a
+ * seed unless `extra` says otherwise.
+ */
+export function simDetectionNode(ctx: SimContext, extra: Partial<DetectionNodeOptions> = {}): DetectionNode {
+  return new DetectionNode({
+    id: ctx.id,
+    clock: ctx.clock,
+    rng: ctx.rng,
+    transport: ctx.transport,
+    seeds: ctx.nodes.filter((n) => n !== ctx.id),
+    ...extra,
+  });
+}
 
 /** Faults happen in the first part of a run; the rest is quiet, so the cluster must converge. */
 const FAULT_WINDOW_MS = 30_000;
@@ -35,13 +50,7 @@ export const swimScenario: Scenario = {
       replay,
       keepTrace: o.keepTrace ?? false,
       create: (ctx) => {
-        const node = new DetectionNode({
-          id: ctx.id,
-          clock: ctx.clock,
-          rng: ctx.rng,
-          transport: ctx.transport,
-          seeds: ctx.nodes.filter((n) => n !== ctx.id),
-        });
+        const node = simDetectionNode(ctx);
         node.monitor.subscribe({ recovered: false }, (r) => {
           const f = r as FailureReport;
           reports++;
