@@ -7,7 +7,7 @@ import type { FailureKind } from "./report.ts";
 
 export const PATH_DEFAULTS = {
   /** Probes in a row answered only through a relay before the direct path is reported failed. */
-  failAfter: 3,
+  failAfter: 5,
   /** Direct answers in a row before it is reported recovered. */
   recoverAfter: 2,
   /** Window over which changes of a path's state are counted (ms). */

@@ -25,7 +25,7 @@ function sameAddress(a: Address | undefined, b: Address): boolean {
 }
 
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
-const MAX_RECHECKS = 4;
+const MAX_RECHECKS = 6;
 
 export type SwimConfig = { -readonly [K in keyof typeof SWIM_DEFAULTS]: number };
 
