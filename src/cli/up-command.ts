@@ -50,6 +50,7 @@ class Supervisor {
   private readonly events: string[] = [];
   private readonly t0 = performance.now();
   private selected = 0;
+  private readonly lastConnection = new Map<string, string>();
   private input: ReturnType<typeof createInterface> | undefined;
   private stopping: Promise<void> | undefined;
   private done!: () => void;
@@ -198,13 +199,17 @@ class Supervisor {
         }
         break;
       }
-      case "connection":
-        if (this.stopping === undefined) {
+      case "connection": {
+        // Log changes only: a dead peer's every refused redial would bury the reports.
+        const key = `${c.id}>${m.event.peer}`;
+        if (this.stopping === undefined && this.lastConnection.get(key) !== m.event.kind) {
+          this.lastConnection.set(key, m.event.kind);
           this.log(
             `${c.id} sees ${m.event.peer}: ${m.event.kind}${m.event.code ? ` (${m.event.code})` : ""}`,
           );
         }
         break;
+      }
     }
   }
 
@@ -299,7 +304,7 @@ class Supervisor {
       return;
     }
     const out = [
-      `faultline up: ${this.children.length} node processes on 127.0.0.1   ${this.elapsed()}`,
+      `faultline up: a host agent and ${this.children.length} node processes on 127.0.0.1   ${this.elapsed()}`,
       "",
       ...table,
       "",
