@@ -34,12 +34,12 @@ describe("faultline up", () => {
   afterEach(async () => {
     await procs.killAll();
     for (const pid of started.splice(0)) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
-  });
+  }, 120_000);
 
   it("runs 5 node processes, shows what each sees, lets you kill and restart one, and stops them all", async () => {
     const u = up();
     procs.track(u.proc);
-    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
     started.push(...u.pids());
     await u.until(() => u.has(/^\s+n1 .*running\s+\|\s+·\s+\d+\.\d+ms/), "a view row with RTTs", 20_000);
     await u.until(() => u.has(/n1 admin endpoint 127\.0\.0\.1:\d+/), "n1's admin endpoint");
@@ -106,12 +106,12 @@ describe("faultline up", () => {
     await Processes.exited(u.proc);
     expect(u.has(/all 5 node processes stopped/)).toBe(true);
     for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
-  });
+  }, 120_000);
 
   it("stops every node on Ctrl-C (SIGINT)", async () => {
     const u = up();
     procs.track(u.proc);
-    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
     started.push(...u.pids());
     u.proc.stdin!.write("pause n2\n"); // a stopped child must be stopped too
     await u.until(() => u.has(/SIGSTOP n2/), "n2 paused");
@@ -119,15 +119,15 @@ describe("faultline up", () => {
     await Processes.exited(u.proc);
     expect(u.proc.exitCode).toBe(0);
     for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
-  });
+  }, 120_000);
 
   it("leaves no orphan when the supervisor itself is SIGKILLed", async () => {
     const u = up();
     procs.track(u.proc);
-    await u.until(() => u.pids().length === 5, "5 nodes listening", 30_000);
+    await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
     started.push(...u.pids());
     u.proc.kill("SIGKILL");
     await Processes.exited(u.proc as ChildProcess);
     await u.until(() => u.pids().every((pid) => !pidAlive(pid)), "children to notice and exit", 10_000);
-  });
+  }, 120_000);
 });
