@@ -17,13 +17,14 @@ export {
   type ReportFilter,
 } from "./detect/report.ts";
 export type { MemberStatus } from "./membership/messages.ts";
-export { type Member, SWIM_DEFAULTS, type SwimConfig } from "./membership/swim-core.ts";
 export { SwimNode, type SwimNodeOptions } from "./membership/swim-node.ts";
+export { type Member, SWIM_DEFAULTS, type SwimConfig } from "./membership/swim-types.ts";
 export type { LinkConditions } from "./net/sim-link.ts";
 export { DEFAULT_LINK } from "./net/sim-link.ts";
 export { SimNetwork } from "./net/sim-network.ts";
 export { SimTransport, type SimTransportOptions } from "./net/sim-transport.ts";
-export { TCP_DEFAULTS, TcpTransport, type TcpTransportOptions } from "./net/tcp-transport.ts";
+export { TCP_DEFAULTS, type TcpTransportOptions } from "./net/tcp-options.ts";
+export { TcpTransport } from "./net/tcp-transport.ts";
 export type {
   Address,
   ConnectionEvent,

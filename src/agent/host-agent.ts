@@ -2,7 +2,7 @@ import { unlinkSync } from "node:fs";
 import type { Logger } from "pino";
 import { noticeToReport } from "../detect/agent-detector.ts";
 import { DetectionNode } from "../detect/detection-node.ts";
-import type { SwimConfig } from "../membership/swim-core.ts";
+import type { SwimConfig } from "../membership/swim-types.ts";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { Address, ConnectionEvent, NodeId } from "../net/transport.ts";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";

@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
-import { SWIM_DEFAULTS, type SwimConfig } from "../membership/swim-core.ts";
 import { SwimNode } from "../membership/swim-node.ts";
+import { SWIM_DEFAULTS, type SwimConfig } from "../membership/swim-types.ts";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Rng } from "../runtime/rng.ts";

@@ -1,5 +1,5 @@
-import type { Member } from "../membership/swim-core.ts";
 import type { SwimNode } from "../membership/swim-node.ts";
+import type { Member } from "../membership/swim-types.ts";
 import type { ConnectionEvent, NodeId, Transport } from "../net/transport.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Detector } from "./detector.ts";

@@ -5,7 +5,8 @@ import { Emitter } from "../runtime/emitter.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { isSwim } from "./messages.ts";
-import { type Member, type SwimConfig, SwimCore, type SwimInput } from "./swim-core.ts";
+import { SwimCore } from "./swim-core.ts";
+import type { Member, SwimConfig, SwimInput } from "./swim-types.ts";
 
 export interface SwimNodeOptions {
   id: NodeId;

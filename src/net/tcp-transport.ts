@@ -1,18 +1,18 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "pino";
-import type { Registry } from "prom-client";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { decode, encode } from "../runtime/codec.ts";
 import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError, type FrameError } from "../runtime/errors.ts";
-import { DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD } from "../runtime/frame.ts";
+import { FRAME_OVERHEAD } from "../runtime/frame.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { MacKey } from "../runtime/mac.ts";
 import { RateLimiter } from "../runtime/rate-limit.ts";
 import { createRng, type Rng } from "../runtime/rng.ts";
-import { type OverflowPolicy, SendQueue } from "./send-queue.ts";
+import { SendQueue } from "./send-queue.ts";
 import { type ConnectionHost, TcpConnection } from "./tcp-connection.ts";
 import { newBootId } from "./tcp-handshake.ts";
+import { TCP_DEFAULTS, type TcpTransportOptions } from "./tcp-options.ts";
 import type {
   Address,
   ConnectionEvent,
@@ -23,54 +23,6 @@ import type {
   TransportStats,
 } from "./transport.ts";
 import { bump, emptyStats, registerTransportMetrics } from "./transport-metrics.ts";
-
-export const TCP_DEFAULTS = {
-  host: "127.0.0.1",
-  port: 0,
-  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
-  /** Per-peer send queue bound, in messages and in bytes. */
-  maxQueueMessages: 10_000,
-  maxQueueBytes: 8 * 1024 * 1024,
-  overflow: "drop-oldest" as OverflowPolicy,
-  /** Queued messages are coalesced into frames of at most this many payload bytes. */
-  maxBatchBytes: 64 * 1024,
-  /** Time allowed for connect + HELLO exchange. */
-  handshakeTimeoutMs: 3000,
-  reconnectInitialMs: 50,
-  reconnectMaxMs: 2000,
-  /** Inbound sockets that have not finished the handshake; more are refused at once. */
-  maxPendingHandshakes: 256,
-  /** A misbehaving peer is logged at most once per this interval. */
-  badFrameLogIntervalMs: 10_000,
-} as const;
-
-export interface TcpTransportOptions {
-  id: NodeId;
-  /** Shared secret of the cluster (>= 16 bytes); every frame is authenticated with keys derived from it. */
-  clusterKey: Uint8Array;
-  host?: string;
-  port?: number;
-  /** Listen on this Unix socket path instead of host:port (a host agent's local socket). */
-  path?: string;
-  /** Accept connections (default true); a client that only dials out sets false. */
-  listen?: boolean;
-  /** Known peers and where they listen. More can be added with addPeer, or learned when they connect. */
-  peers?: Record<NodeId, Address>;
-  clock?: Clock;
-  rng?: Rng;
-  logger?: Logger;
-  metrics?: Registry;
-  maxFrameBytes?: number;
-  maxQueueMessages?: number;
-  maxQueueBytes?: number;
-  overflow?: OverflowPolicy;
-  maxBatchBytes?: number;
-  handshakeTimeoutMs?: number;
-  reconnectInitialMs?: number;
-  reconnectMaxMs?: number;
-  maxPendingHandshakes?: number;
-  badFrameLogIntervalMs?: number;
-}
 
 interface Peer {
   id: NodeId;

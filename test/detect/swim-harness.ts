@@ -1,6 +1,6 @@
 import type { DetectionNode } from "../../src/detect/detection-node.ts";
 import type { ReportEvent } from "../../src/detect/report.ts";
-import type { SwimConfig } from "../../src/membership/swim-core.ts";
+import type { SwimConfig } from "../../src/membership/swim-types.ts";
 import type { LinkConditions } from "../../src/net/sim-link.ts";
 import type { NodeId } from "../../src/net/transport.ts";
 import { simDetectionNode } from "../../src/sim/scenarios/swim.ts";
