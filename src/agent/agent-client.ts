@@ -12,6 +12,8 @@ export interface AgentClientOptions {
   clusterKey: Uint8Array;
   /** Defaults to this process's pid. */
   pid?: number;
+  /** The process's boot id (its cluster transport's `boot`), echoed in the agent's notices. */
+  boot?: string;
   logger?: Logger;
 }
 
@@ -58,7 +60,12 @@ export class AgentClient {
   }
 
   private register(): void {
-    const m: LocalMessage = { p: "agent", t: "register", pid: this.o.pid ?? process.pid };
+    const m: LocalMessage = {
+      p: "agent",
+      t: "register",
+      pid: this.o.pid ?? process.pid,
+      ...(this.o.boot ? { boot: this.o.boot } : {}),
+    };
     this.transport.send(this.o.agentId, m);
   }
 }

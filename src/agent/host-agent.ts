@@ -11,6 +11,9 @@ import { createRng } from "../runtime/rng.ts";
 import { type AgentNotice, parseLocal } from "./messages.ts";
 import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
 
+/** How often an agent says again which processes run on its host (notices can be lost) (ms). */
+export const AGENT_REANNOUNCE_MS = 10_000;
+
 export const AGENT_DEFAULTS = {
   /** After a registered process's socket closes, how long to wait for its pid to be gone (ms). */
   exitConfirmMs: 200,
@@ -38,6 +41,8 @@ export interface HostAgentOptions {
 
 interface Registration {
   proc: ProcIdentity;
+  /** The process's own boot id (its cluster transport's), carried in notices about it. */
+  boot: string | undefined;
   since: number;
   unregistered: boolean;
 }
@@ -108,6 +113,30 @@ export class HostAgent {
       logger: this.o.logger ?? silentLogger(),
     });
     this.detection.start();
+    this.reannounce();
+  }
+
+  /** Say again, every AGENT_REANNOUNCE_MS, which processes run here: repairs lost "up" notices. */
+  private reannounce(): void {
+    for (const [subject, r] of this.registered) {
+      if (r.unregistered) continue;
+      this.broadcast(
+        {
+          p: "agent",
+          t: "up",
+          subject,
+          host: this.o.host,
+          pid: r.proc.pid,
+          ...(r.boot ? { boot: r.boot } : {}),
+        },
+        false,
+      );
+    }
+    const t = this.clock.setTimer(AGENT_REANNOUNCE_MS, () => {
+      this.pending.delete(t);
+      this.reannounce();
+    });
+    this.pending.add(t);
   }
 
   async stop(): Promise<void> {
@@ -142,10 +171,17 @@ export class HostAgent {
       return;
     }
     const had = this.registered.get(from);
-    this.registered.set(from, { proc, since: this.clock.now(), unregistered: false });
+    this.registered.set(from, { proc, boot: msg.boot, since: this.clock.now(), unregistered: false });
     this.log.info({ process: from, pid: msg.pid }, "process registered");
     if (had) return;
-    this.broadcast({ p: "agent", t: "up", subject: from, host: this.o.host, pid: msg.pid });
+    this.broadcast({
+      p: "agent",
+      t: "up",
+      subject: from,
+      host: this.o.host,
+      pid: msg.pid,
+      ...(msg.boot ? { boot: msg.boot } : {}),
+    });
   }
 
   private onLocalConnection(e: ConnectionEvent): void {
@@ -172,6 +208,7 @@ export class HostAgent {
         subject: id,
         host: this.o.host,
         pid: r.proc.pid,
+        ...(r.boot ? { boot: r.boot } : {}),
         detail: `pid ${r.proc.pid} gone ${waited.toFixed(1)} ms after its socket closed`,
       });
       return;
@@ -194,7 +231,7 @@ export class HostAgent {
   }
 
   /** Tell every member we know of; SWIM's list plus anyone we have an address for. */
-  private broadcast(notice: AgentNotice): void {
+  private broadcast(notice: AgentNotice, local = true): void {
     const to = new Set<NodeId>(this.cluster.peers());
     for (const m of this.detection?.swim.members() ?? [])
       if (m.status === "alive" || m.status === "suspect") to.add(m.id);
@@ -208,6 +245,6 @@ export class HostAgent {
       }
     }
     // The agent's own monitor learns it too (for `faultline status` on the agent).
-    this.detection?.monitor.publish(noticeToReport(notice, this.clock.now(), this.id));
+    if (local) this.detection?.monitor.publish(noticeToReport(notice, this.clock.now(), this.id));
   }
 }

@@ -91,6 +91,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
       agentId: o.agentId,
       socketPath: o.agentSocket,
       clusterKey: o.key,
+      boot: transport.boot,
       logger,
     });
     await agent.start();

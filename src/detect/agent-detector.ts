@@ -10,6 +10,7 @@ export function noticeToReport(n: AgentNotice, now: number, observer: NodeId): R
   if (n.t === "exit") {
     return {
       type: "failure",
+      ...(n.boot ? { boot: n.boot } : {}),
       subject: n.subject,
       kind: "process-exit",
       certainty: "certain",
@@ -38,6 +39,8 @@ export class AgentDetector implements Detector {
   readonly name = "agent";
   malformed = 0;
   private off: (() => void) | undefined;
+  /** The boot each subject's current exit report is about. */
+  private readonly exited = new Map<NodeId, string | undefined>();
 
   constructor(private readonly o: { id: NodeId; transport: Transport; monitor: Monitor; clock: Clock }) {}
 
@@ -50,6 +53,16 @@ export class AgentDetector implements Detector {
         return;
       }
       if (n.subject === this.o.id) return; // an old life of ours: SWIM refutation handles it
+      if (n.t === "exit") {
+        this.exited.set(n.subject, n.boot);
+      } else {
+        // Only a *new* life clears an exit: an "up" about the boot that exited (sent before the
+        // exit, delayed on the way, or repeated) does not.
+        if (!this.exited.has(n.subject)) return;
+        const failed = this.exited.get(n.subject);
+        if (failed !== undefined && n.boot !== undefined && failed === n.boot) return;
+        this.exited.delete(n.subject);
+      }
       this.o.monitor.publish(noticeToReport(n, this.o.clock.now(), this.o.id));
     });
   }

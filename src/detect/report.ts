@@ -38,6 +38,8 @@ export interface FailureReport {
   certainty: Certainty;
   /** For path conditions (route failure, congestion, corruption, instability): the other end. */
   peer?: NodeId;
+  /** The subject's incarnation (process boot) the report is about, when the detector knows it. */
+  boot?: string;
   /** For partitions: the sides, as this node sees them. */
   sides?: NodeId[][];
   /** Monotonic time of detection, on the reporting node's clock. */

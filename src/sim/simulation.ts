@@ -52,6 +52,11 @@ export interface SimulationOptions<N extends SimNode> {
   keepTrace?: boolean;
   /** Trace individual frame deliveries (default true; large runs may turn it off). */
   traceFrames?: boolean;
+  /**
+   * Which host each node runs on (default: a host of its own). A host crash takes down every node
+   * on the host; restarting any of them brings the host back with all of them.
+   */
+  hosts?: Record<NodeId, string>;
   /** The command that replays this run, printed on failure (`--seed N` is appended). */
   replay?: string;
   logger?: Logger;
@@ -121,6 +126,9 @@ export class Simulation<N extends SimNode> {
   private readonly key: Uint8Array;
   private readonly log: Logger;
   private steps = 0;
+  private readonly downHosts = new Set<string>();
+  private readonly lifecycle: Array<(e: { kind: "crash" | "restart"; id: NodeId; host: boolean }) => void> =
+    [];
   private started = false;
 
   constructor(private readonly options: SimulationOptions<N>) {
@@ -200,19 +208,43 @@ export class Simulation<N extends SimNode> {
    * `host: true` its whole host is gone (nothing answers); otherwise the host refuses connections.
    */
   crash(id: NodeId, options: { host?: boolean } = {}): void {
-    const s = this.slot(id);
-    if (s.gate.state === "down") return;
-    s.gate.kill(!options.host);
-    s.instance = undefined;
-    this.write(`fault crash ${id}${options.host ? " host" : ""}`);
+    const targets = options.host ? this.coHosted(id) : [id];
+    if (options.host) this.downHosts.add(this.hostOf(id));
+    for (const t of targets) {
+      const s = this.slot(t);
+      if (s.gate.state === "down") continue;
+      s.gate.kill(!options.host);
+      s.instance = undefined;
+      this.write(`fault crash ${t}${options.host ? " host" : ""}`);
+      for (const fn of this.lifecycle) fn({ kind: "crash", id: t, host: options.host ?? false });
+    }
   }
 
-  /** Restart a crashed node: a new incarnation built from what its store kept. */
+  /** Restart a crashed node (with its whole host, if the host went down): new incarnations. */
   restart(id: NodeId): void {
-    const s = this.slot(id);
-    if (s.gate.state !== "down") return;
-    this.write(`fault restart ${id}`);
-    this.boot(id, s.store, s.incarnation + 1);
+    const host = this.hostOf(id);
+    const targets = this.downHosts.delete(host) ? this.coHosted(id) : [id];
+    for (const t of targets) {
+      const s = this.slot(t);
+      if (s.gate.state !== "down") continue;
+      this.write(`fault restart ${t}`);
+      this.boot(t, s.store, s.incarnation + 1);
+      for (const fn of this.lifecycle) fn({ kind: "restart", id: t, host: false });
+    }
+  }
+
+  /** Be told of every crash and restart (a host agent's view of its local processes). */
+  onLifecycle(fn: (e: { kind: "crash" | "restart"; id: NodeId; host: boolean }) => void): void {
+    this.lifecycle.push(fn);
+  }
+
+  hostOf(id: NodeId): string {
+    return this.options.hosts?.[id] ?? `host:${id}`;
+  }
+
+  private coHosted(id: NodeId): NodeId[] {
+    const h = this.hostOf(id);
+    return this.ids.filter((x) => this.hostOf(x) === h);
   }
 
   /** Freeze a node: it neither runs timers nor handles frames until resumed, then catches up. */

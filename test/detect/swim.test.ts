@@ -281,3 +281,68 @@ describe("partitions (simulation)", () => {
     for (const { r } of failuresOf(seen)) expect(r.kind).toBe("host-crash");
   });
 });
+
+describe("host agents in simulation", () => {
+  it("a process crash with its agent alive is reported certain by every member; a host crash is not", async () => {
+    const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
+    const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
+    const { Simulation } = await import("../../src/sim/simulation.ts");
+    type N = ReturnType<typeof simDetectionNode> | InstanceType<typeof SimHostAgent>;
+    const ids = ["n1", "n2", "n3", "agent:h1", "agent:h2", "agent:h3"];
+    const hosts = { n1: "h1", "agent:h1": "h1", n2: "h2", "agent:h2": "h2", n3: "h3", "agent:h3": "h3" };
+    const seen: Seen[] = [];
+    const sim: InstanceType<typeof Simulation<N>> = new Simulation<N>({
+      seed: 5,
+      nodes: ids,
+      hosts,
+      create: (ctx) => {
+        const node = simDetectionNode(ctx);
+        node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
+        if (!ctx.id.startsWith("agent:")) return node;
+        const host = sim.hostOf(ctx.id);
+        return new SimHostAgent(node, ctx, host, [[`n${host.slice(1)}`, 0]]);
+      },
+    });
+    sim.onLifecycle((e) => {
+      const agent = sim.node(`agent:h${e.id.slice(1)}`);
+      if (!e.host && !e.id.startsWith("agent:") && agent instanceof SimHostAgent) {
+        agent.local(e.kind === "crash" ? "exit" : "up", e.id, sim.incarnation(e.id));
+      }
+    });
+    sim.start();
+    sim.runUntil(5000);
+    sim.crash("n2");
+    sim.runUntil(5010); // milliseconds, not a suspicion timeout
+    const certain = seen.filter(
+      (s) => s.report.type === "failure" && (s.report as FailureReport).certainty === "certain",
+    );
+    expect(new Set(certain.map((s) => s.observer))).toEqual(new Set(ids.filter((i) => i !== "n2")));
+    for (const s of certain)
+      expect(s.report).toMatchObject({ subject: "n2", kind: "process-exit", boot: "0" });
+    sim.restart("n2");
+    sim.runUntil(20_000);
+    for (const [, n] of sim.live()) {
+      const dn = n instanceof SimHostAgent ? n.node : n;
+      expect(dn.monitor.status("n2").state).toBe("ok");
+    }
+    // A host crash takes the agent with it: nothing certain, SWIM says host-crash.
+    const before = seen.length;
+    sim.crash("n3", { host: true });
+    expect(sim.state("agent:h3")).toBe("down");
+    sim.runUntil(60_000);
+    const later = seen
+      .slice(before)
+      .filter((s) => s.report.type === "failure")
+      .map((s) => s.report as FailureReport);
+    expect(later.length).toBeGreaterThan(0);
+    for (const r of later) expect(r.certainty).toBe("suspected");
+  });
+
+  it("swarm with agents: 300 seeds, a certain report never names a running incarnation", async () => {
+    const { runSwarm } = await import("../../src/sim/swarm.ts");
+    const { swimAgentsScenario } = await import("../../src/sim/scenarios/swim.ts");
+    const r = runSwarm(swimAgentsScenario, { seeds: 300, nodes: 5, durationMs: 120_000, faults: true });
+    expect(r.failures.map((f) => f.message)).toEqual([]);
+    expect(r.stats.certainReports).toBeGreaterThan(100);
+  });
+});

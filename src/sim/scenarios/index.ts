@@ -1,6 +1,10 @@
 import type { Scenario } from "../scenario.ts";
 import { pingScenario } from "./ping.ts";
-import { swimScenario } from "./swim.ts";
+import { swimAgentsScenario, swimScenario } from "./swim.ts";
 
 /** Scenarios `faultline sim --scenario NAME` can run. */
-export const scenarios: Record<string, Scenario> = { ping: pingScenario, swim: swimScenario };
+export const scenarios: Record<string, Scenario> = {
+  ping: pingScenario,
+  swim: swimScenario,
+  "swim-agents": swimAgentsScenario,
+};
