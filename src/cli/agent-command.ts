@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { HostAgent } from "../agent/host-agent.ts";
 import { createLogger } from "../runtime/logger.ts";
-import { type ToNode, tellSupervisor } from "./ipc.ts";
+import { superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import { parsePeers } from "./node-command.ts";
 import { addSwimOptions, parseClusterKey, port, swimConfig, swimOptions, validate } from "./options.ts";
 
@@ -43,29 +43,18 @@ export function registerAgent(program: Command): void {
         logger,
       });
       await agent.start();
-      const supervised = typeof process.send === "function";
       const tell = tellSupervisor;
       tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });
       const subscribe = () =>
         agent.detection?.monitor.subscribe({}, (report) => tell({ type: "report", id: agent.id, report }));
       subscribe();
-      let stopping = false;
-      const shutdown = async () => {
-        if (stopping) return;
-        stopping = true;
-        await agent.stop();
-        process.exit(0);
-      };
-      process.on("SIGTERM", shutdown);
-      process.on("SIGINT", shutdown);
-      if (supervised) {
-        process.on("disconnect", shutdown);
-        process.on("message", (m: ToNode) => {
-          if (m.type !== "peers") return;
+      superviseLifecycle(
+        () => agent.stop(),
+        (m) => {
           const first = agent.detection === undefined;
           agent.join(m.peers);
           if (first) subscribe();
-        });
-      }
+        },
+      );
     });
 }

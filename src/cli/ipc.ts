@@ -29,3 +29,26 @@ export function tellSupervisor(m: ToSupervisor): void {
     console.log(JSON.stringify(m));
   }
 }
+
+/**
+ * Run `stop` once, then exit, on SIGTERM, SIGINT, or — under a supervisor — when the IPC channel
+ * closes (the supervisor died, even by SIGKILL: never outlive it). Peer tables from the
+ * supervisor go to `onPeers`.
+ */
+export function superviseLifecycle(stop: () => Promise<void>, onPeers: (m: ToNode) => void): void {
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    await stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+  if (typeof process.send === "function") {
+    process.on("disconnect", shutdown);
+    process.on("message", (m: ToNode) => {
+      if (m.type === "peers") onPeers(m);
+    });
+  }
+}

@@ -11,7 +11,7 @@ import { createRegistry } from "../runtime/metrics.ts";
 import { createRng } from "../runtime/rng.ts";
 import { PingNode } from "../sim/ping.ts";
 import { startAdmin } from "./admin.ts";
-import { type PeerStatus, type ToNode, tellSupervisor } from "./ipc.ts";
+import { type PeerStatus, superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import {
   addSwimOptions,
   duration,
@@ -79,7 +79,6 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     logger,
     metrics: registry,
   });
-  const supervised = typeof process.send === "function";
   const tell = tellSupervisor;
   await transport.start();
   let agent: AgentClient | undefined;
@@ -149,28 +148,18 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     tell({ type: "status", id: o.id, at: now, peers: view, stats: transport.stats() });
   }, 250);
 
-  let stopping = false;
-  const shutdown = async () => {
-    if (stopping) return;
-    stopping = true;
-    clearInterval(status);
-    ping?.stop();
-    detection?.stop();
-    await admin?.close();
-    await agent?.stop();
-    await transport.stop();
-    process.exit(0);
-  };
-  process.on("SIGTERM", shutdown);
-  process.on("SIGINT", shutdown);
-  if (supervised) {
-    // The supervisor's death (even by SIGKILL) closes the IPC channel: never outlive it.
-    process.on("disconnect", shutdown);
-    process.on("message", (m: ToNode) => {
-      if (m.type === "peers") {
-        for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
-        startWork(Object.keys(m.peers).filter((id) => id !== o.id));
-      }
-    });
-  }
+  superviseLifecycle(
+    async () => {
+      clearInterval(status);
+      ping?.stop();
+      detection?.stop();
+      await admin?.close();
+      await agent?.stop();
+      await transport.stop();
+    },
+    (m) => {
+      for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
+      startWork(Object.keys(m.peers).filter((id) => id !== o.id));
+    },
+  );
 }

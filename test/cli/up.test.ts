@@ -13,6 +13,12 @@ function up(args: string[] = []) {
   createInterface({ input: proc.stdout! }).on("line", (l) => lines.push(l));
   const pids = () =>
     lines.flatMap((l) => {
+      const m = /\] n\d+ listening on .* \(pid (\d+)/.exec(l);
+      return m ? [Number(m[1])] : [];
+    });
+  /** Every child's pid, the host agent's included. */
+  const childPids = () =>
+    lines.flatMap((l) => {
       const m = /listening on .* \(pid (\d+)/.exec(l);
       return m ? [Number(m[1])] : [];
     });
@@ -25,7 +31,7 @@ function up(args: string[] = []) {
       throw new Error(`${(e as Error).message}\n--- faultline up said:\n${lines.slice(-40).join("\n")}`);
     }
   };
-  return { proc, lines, pids, has, until };
+  return { proc, lines, pids, childPids, has, until };
 }
 
 describe("faultline up", () => {
@@ -40,7 +46,7 @@ describe("faultline up", () => {
     const u = up();
     procs.track(u.proc);
     await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
-    started.push(...u.pids());
+    started.push(...u.childPids());
     await u.until(() => u.has(/^\s+n1 .*running\s+\|\s+·\s+\d+\.\d+ms/), "a view row with RTTs", 20_000);
     await u.until(() => u.has(/n1 admin endpoint 127\.0\.0\.1:\d+/), "n1's admin endpoint");
     const admin = /n1 admin endpoint (127\.0\.0\.1:\d+)/.exec(
@@ -91,7 +97,7 @@ describe("faultline up", () => {
     expect(status.stdout).toMatch(/n3: process-exit \(certain\) by agent/);
     u.proc.stdin!.write("restart n3\n");
     await u.until(() => u.pids().length === 6, "n3 to come back", 20_000);
-    started.push(...u.pids());
+    started.push(...u.childPids());
     await u.until(
       () => u.lines.filter((l) => /n\d sees n3: connected/.test(l)).length >= 5,
       "peers to reconnect to n3",
@@ -105,29 +111,29 @@ describe("faultline up", () => {
     u.proc.stdin!.write("quit\n");
     await Processes.exited(u.proc);
     expect(u.has(/all 5 node processes stopped/)).toBe(true);
-    for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
+    for (const pid of u.childPids()) expect(pidAlive(pid)).toBe(false);
   }, 120_000);
 
   it("stops every node on Ctrl-C (SIGINT)", async () => {
     const u = up();
     procs.track(u.proc);
     await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
-    started.push(...u.pids());
+    started.push(...u.childPids());
     u.proc.stdin!.write("pause n2\n"); // a stopped child must be stopped too
     await u.until(() => u.has(/SIGSTOP n2/), "n2 paused");
     u.proc.kill("SIGINT");
     await Processes.exited(u.proc);
     expect(u.proc.exitCode).toBe(0);
-    for (const pid of u.pids()) expect(pidAlive(pid)).toBe(false);
+    for (const pid of u.childPids()) expect(pidAlive(pid)).toBe(false);
   }, 120_000);
 
   it("leaves no orphan when the supervisor itself is SIGKILLed", async () => {
     const u = up();
     procs.track(u.proc);
     await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
-    started.push(...u.pids());
+    started.push(...u.childPids());
     u.proc.kill("SIGKILL");
     await Processes.exited(u.proc as ChildProcess);
-    await u.until(() => u.pids().every((pid) => !pidAlive(pid)), "children to notice and exit", 10_000);
+    await u.until(() => u.childPids().every((pid) => !pidAlive(pid)), "children to notice and exit", 10_000);
   }, 120_000);
 });
