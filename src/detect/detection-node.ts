@@ -37,18 +37,7 @@ export class DetectionNode {
 
   constructor(o: DetectionNodeOptions) {
     this.monitor = new Monitor(o.logger);
-    this.swim = new SwimNode({
-      id: o.id,
-      clock: o.clock,
-      rng: o.rng,
-      transport: o.transport,
-      ...(o.seeds ? { seeds: o.seeds } : {}),
-      ...(o.address ? { address: o.address } : {}),
-      ...(o.learnAddress ? { learnAddress: o.learnAddress } : {}),
-      ...(o.swim ? { config: o.swim } : {}),
-      ...(o.members ? { members: o.members } : {}),
-      ...(o.logger ? { logger: o.logger } : {}),
-    });
+    this.swim = new SwimNode({ ...o, config: o.swim });
     this.detectors = [
       new MembershipDetector({
         swim: this.swim,

@@ -39,14 +39,7 @@ export class SwimNode {
   private running = false;
 
   constructor(private readonly o: SwimNodeOptions) {
-    this.core = new SwimCore({
-      id: o.id,
-      rng: o.rng,
-      ...(o.seeds ? { seeds: o.seeds } : {}),
-      ...(o.config ? { config: o.config } : {}),
-      ...(o.address ? { address: o.address } : {}),
-      ...(o.members ? { members: o.members } : {}),
-    });
+    this.core = new SwimCore(o);
     const log = (o.logger ?? silentLogger()).child({ component: "swim", node: o.id });
     this.emitter = new Emitter((err) => log.error({ err }, "membership listener threw"));
   }

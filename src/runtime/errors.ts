@@ -46,8 +46,3 @@ export class FrameError extends FaultlineError {
 export function isFaultlineError(e: unknown, code?: ErrorCode): e is FaultlineError {
   return e instanceof FaultlineError && (code === undefined || e.code === code);
 }
-
-/** Normalise anything thrown into an Error (only Errors are thrown onwards). */
-export function toError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}

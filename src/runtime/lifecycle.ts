@@ -3,7 +3,3 @@ export interface Service {
   start(): Promise<void>;
   stop(): Promise<void>;
 }
-
-export interface AbortOptions {
-  signal?: AbortSignal;
-}

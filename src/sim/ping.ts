@@ -60,28 +60,20 @@ export interface PingObserver {
   pong?(from: NodeId, seq: number, rtt: number, at: number): void;
 }
 
-function isPing(m: unknown): m is PingMessage {
-  const p = m as PingMessage;
+/** A well-formed ping or pong (its type `t`, the sender's epoch, seq and timestamp). */
+function isPingOf<T extends PingMessage | PongMessage>(t: T["t"], m: unknown): m is T {
+  const p = m as T;
   return (
     typeof m === "object" &&
     m !== null &&
-    p.t === "ping" &&
+    p.t === t &&
     Number.isSafeInteger(p.e) &&
     Number.isSafeInteger(p.seq) &&
     typeof p.at === "number"
   );
 }
-function isPong(m: unknown): m is PongMessage {
-  const p = m as PongMessage;
-  return (
-    typeof m === "object" &&
-    m !== null &&
-    p.t === "pong" &&
-    Number.isSafeInteger(p.e) &&
-    Number.isSafeInteger(p.seq) &&
-    typeof p.at === "number"
-  );
-}
+const isPing = (m: unknown): m is PingMessage => isPingOf<PingMessage>("ping", m);
+const isPong = (m: unknown): m is PongMessage => isPingOf<PongMessage>("pong", m);
 
 export class PingNode {
   readonly id: NodeId;
