@@ -1,7 +1,10 @@
 import type { Logger } from "pino";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { NodeId } from "../net/transport.ts";
-import type { LocalMessage } from "./messages.ts";
+import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
+import { silentLogger } from "../runtime/logger.ts";
+import { FENCED_EXIT_CODE } from "./host-agent.ts";
+import { type LocalMessage, parseGrant } from "./messages.ts";
 
 export interface AgentClientOptions {
   /** This process's cluster id (what peers will see reported). */
@@ -15,6 +18,14 @@ export interface AgentClientOptions {
   /** The process's boot id (its cluster transport's `boot`), echoed in the agent's notices. */
   boot?: string;
   logger?: Logger;
+  clock?: Clock;
+  /**
+   * Called once when this process's lease from its agent ends (only on a host with fencing on, and
+   * only after a lease was first granted): the process must stop acting at once. The default
+   * logs and exits with code 75. Check `holdsLease()` before acting, too: a stopped process runs
+   * again before its timers do.
+   */
+  onFence?: (why: string) => void;
 }
 
 /**
@@ -25,8 +36,18 @@ export interface AgentClientOptions {
  */
 export class AgentClient {
   private readonly transport: TcpTransport;
+  private readonly clock: Clock;
+  private seq = 0;
+  private readonly sent = new Map<number, number>();
+  /** Until when the lease runs (undefined: never granted; null: fencing is off here). */
+  private until: number | undefined | null;
+  private renewTimer: Timer | undefined;
+  private expiryTimer: Timer | undefined;
+  private fenced = false;
+  private stopped = false;
 
   constructor(private readonly o: AgentClientOptions) {
+    this.clock = o.clock ?? realClock;
     this.transport = new TcpTransport({
       id: o.id,
       clusterKey: o.clusterKey,
@@ -39,7 +60,14 @@ export class AgentClient {
   async start(): Promise<void> {
     await this.transport.start();
     this.transport.on("connection", (e) => {
-      if (e.peer === this.o.agentId && e.kind === "connected") this.register();
+      if (e.peer === this.o.agentId && e.kind === "connected") {
+        this.register();
+        this.renew();
+      }
+    });
+    this.transport.on("message", (from, m) => {
+      const g = from === this.o.agentId ? parseGrant(m) : undefined;
+      if (g) this.onGrant(g.seq, g.ms, g.everyMs);
     });
     this.transport.addPeer(this.o.agentId, { path: this.o.socketPath }, { connect: true });
   }
@@ -49,8 +77,72 @@ export class AgentClient {
     return this.transport.peerState(this.o.agentId) === "connected";
   }
 
+  /**
+   * Whether this process may act now: its lease from its agent runs (always, where fencing is
+   * off). Before the first grant it is not yet bound by a lease, and not counted as fenced.
+   */
+  holdsLease(): boolean {
+    if (this.fenced) return false;
+    if (this.until === null || this.until === undefined) return true;
+    return this.clock.now() < this.until;
+  }
+
+  /** Whether a lease binds this process (its agent has fencing on and granted one). */
+  leaseBound(): boolean {
+    return typeof this.until === "number";
+  }
+
+  private renew(): void {
+    this.renewTimer?.cancel();
+    if (this.stopped || this.fenced) return;
+    const seq = ++this.seq;
+    this.sent.set(seq, this.clock.now());
+    if (this.sent.size > 64) this.sent.delete(this.sent.keys().next().value as number);
+    if (this.connected())
+      this.transport.send(this.o.agentId, { p: "agent", t: "renew", seq } as LocalMessage);
+    this.renewTimer = this.clock.setTimer(this.everyMs, () => this.renew());
+  }
+
+  private everyMs = 250;
+
+  private onGrant(seq: number, ms: number | null, everyMs: number): void {
+    this.everyMs = everyMs;
+    const sentAt = this.sent.get(seq);
+    if (sentAt === undefined) return;
+    this.sent.delete(seq);
+    if (ms === null) {
+      if (this.until === undefined) this.until = null;
+      return;
+    }
+    if (ms <= 0) return;
+    // Measured from when the request left: the agent's clock is not compared with ours.
+    this.until = Math.max(typeof this.until === "number" ? this.until : 0, sentAt + ms);
+    this.armExpiry();
+  }
+
+  private armExpiry(): void {
+    this.expiryTimer?.cancel();
+    if (typeof this.until !== "number" || this.stopped) return;
+    const left = this.until - this.clock.now();
+    if (left > 0) {
+      this.expiryTimer = this.clock.setTimer(left, () => this.armExpiry());
+      return;
+    }
+    this.fenced = true;
+    this.renewTimer?.cancel();
+    const why = `lease from ${this.o.agentId} ended`;
+    if (this.o.onFence) this.o.onFence(why);
+    else {
+      (this.o.logger ?? silentLogger()).error({ why }, "fenced: this process stops now");
+      process.exit(FENCED_EXIT_CODE);
+    }
+  }
+
   /** Deregister (a deliberate exit is not a failure) and close. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.renewTimer?.cancel();
+    this.expiryTimer?.cancel();
     if (this.connected()) {
       const bye: LocalMessage = { p: "agent", t: "unregister" };
       this.transport.send(this.o.agentId, bye);

@@ -8,7 +8,8 @@ import type { Address, ConnectionEvent, NodeId } from "../net/transport.ts";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { createRng } from "../runtime/rng.ts";
-import { type AgentNotice, parseLocal } from "./messages.ts";
+import type { FencingConfig } from "./lease.ts";
+import { type AgentNotice, type LeaseGrant, parseLocal } from "./messages.ts";
 import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
 
 /** How often an agent says again which processes run on its host (notices can be lost) (ms). */
@@ -37,7 +38,21 @@ export interface HostAgentOptions {
   clock?: Clock;
   logger?: Logger;
   exitConfirmMs?: number;
+  /**
+   * Leases and fences (agent/lease.ts): the agent holds a cluster lease from the witnesses and
+   * gives its processes leases no longer than what it has left. When its lease ends it SIGKILLs
+   * its registered processes and calls `onFenced` (the `agent` command then exits, code 75, for
+   * its supervisor to start a new life).
+   */
+  fencing?: FencingConfig;
+  onFenced?: (why: string) => void;
 }
+
+/** Exit code of an agent that fenced itself (its supervisor should start it again). */
+export const FENCED_EXIT_CODE = 75;
+
+/** Process lease renewal interval when fencing is off (the answer only says "no lease needed") (ms). */
+const NO_FENCING_RENEW_MS = 5000;
 
 interface Registration {
   proc: ProcIdentity;
@@ -45,6 +60,8 @@ interface Registration {
   boot: string | undefined;
   since: number;
   unregistered: boolean;
+  /** This process holds a lease from this agent (announced as lease-bound). */
+  leased: boolean;
 }
 
 export function agentId(host: string): NodeId {
@@ -68,6 +85,8 @@ export class HostAgent {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly exitConfirmMs: number;
+  private leasedSelf = false;
+  private fencedWhy: string | undefined;
 
   constructor(private readonly o: HostAgentOptions) {
     this.id = agentId(o.host);
@@ -108,30 +127,106 @@ export class HostAgent {
       transport: this.cluster,
       seeds: Object.keys(peers).filter((id) => id !== this.id),
       address: this.cluster.address(),
+      host: this.o.host,
+      boot: this.cluster.boot,
+      ...(this.o.fencing ? { fencing: this.o.fencing } : {}),
       learnAddress: (id, addr) => this.cluster.addPeer(id, addr),
       ...(this.o.swim ? { swim: this.o.swim } : {}),
       logger: this.o.logger ?? silentLogger(),
     });
     this.detection.start();
+    this.detection.fencing?.hold(this.cluster.boot, (why) => this.fence(`cluster lease ${why}`));
     this.reannounce();
+  }
+
+  /** Whether this agent may act: it holds its cluster lease (always, with fencing off). */
+  holdsLease(): boolean {
+    if (!this.o.fencing) return true;
+    return this.detection?.fencing?.lease?.holds(this.clock.now()) ?? false;
+  }
+
+  /** Why the agent fenced itself, once it has. */
+  get fenced(): string | undefined {
+    return this.fencedWhy;
+  }
+
+  /** The cluster lease ended: stop every registered process at once, then stop acting. */
+  private fence(why: string): void {
+    if (this.fencedWhy) return;
+    this.fencedWhy = why;
+    for (const [id, r] of this.registered) {
+      if (procGone(r.proc)) continue; // procGone also rules out a recycled pid
+      try {
+        process.kill(r.proc.pid, "SIGKILL");
+        this.log.warn({ process: id, pid: r.proc.pid, why }, "fenced: killed a registered process");
+      } catch (err) {
+        this.log.error({ err, process: id, pid: r.proc.pid }, "fenced: could not kill a registered process");
+      }
+    }
+    this.o.onFenced?.(why);
+  }
+
+  /** Answer a process's lease renewal: never longer than this agent's own lease has left. */
+  private grant(from: NodeId, seq: number): void {
+    const c = this.o.fencing;
+    const r = this.registered.get(from);
+    let ms: number | null = null;
+    if (c) {
+      const lease = this.detection?.fencing?.lease;
+      const now = this.clock.now();
+      ms = this.fencedWhy || !lease ? 0 : Math.min(c.processLeaseMs, lease.remaining(now));
+      if (lease?.holds(now) && !this.leasedSelf) {
+        this.leasedSelf = true;
+        this.announceSelf();
+      }
+    }
+    const answer: LeaseGrant = {
+      p: "agent",
+      t: "lease",
+      seq,
+      ms,
+      everyMs: c ? c.processLeaseMs / 4 : NO_FENCING_RENEW_MS,
+    };
+    this.local.send(from, answer);
+    if (r && ms !== null && ms > 0 && !r.leased) {
+      r.leased = true;
+      this.broadcast(this.upNotice(from, r), false);
+    }
+  }
+
+  private upNotice(subject: NodeId, r: Registration): AgentNotice {
+    return {
+      p: "agent",
+      t: "up",
+      subject,
+      host: this.o.host,
+      pid: r.proc.pid,
+      ...(r.boot ? { boot: r.boot } : {}),
+      ...(r.leased ? { leased: true } : {}),
+    };
+  }
+
+  /** This agent's own life is lease-bound: peers may then fence it and be certain. */
+  private announceSelf(): void {
+    this.broadcast(
+      {
+        p: "agent",
+        t: "up",
+        subject: this.id,
+        host: this.o.host,
+        pid: process.pid,
+        boot: this.cluster.boot,
+        leased: true,
+      },
+      false,
+    );
   }
 
   /** Say again, every AGENT_REANNOUNCE_MS, which processes run here: repairs lost "up" notices. */
   private reannounce(): void {
-    for (const [subject, r] of this.registered) {
-      if (r.unregistered) continue;
-      this.broadcast(
-        {
-          p: "agent",
-          t: "up",
-          subject,
-          host: this.o.host,
-          pid: r.proc.pid,
-          ...(r.boot ? { boot: r.boot } : {}),
-        },
-        false,
-      );
-    }
+    for (const [subject, r] of this.registered)
+      if (!r.unregistered) this.broadcast(this.upNotice(subject, r), false);
+    if (this.leasedSelf) this.announceSelf();
     const t = this.clock.setTimer(AGENT_REANNOUNCE_MS, () => {
       this.pending.delete(t);
       this.reannounce();
@@ -165,23 +260,26 @@ export class HostAgent {
       if (r) r.unregistered = true;
       return;
     }
+    if (msg.t === "renew") {
+      this.grant(from, msg.seq);
+      return;
+    }
     const proc = procIdentity(msg.pid);
     if (!proc) {
       this.log.warn({ from, pid: msg.pid }, "a process registered with a pid that is not running: ignored");
       return;
     }
     const had = this.registered.get(from);
-    this.registered.set(from, { proc, boot: msg.boot, since: this.clock.now(), unregistered: false });
+    this.registered.set(from, {
+      proc,
+      boot: msg.boot,
+      since: this.clock.now(),
+      unregistered: false,
+      leased: had !== undefined && had.boot === msg.boot && had.leased,
+    });
     this.log.info({ process: from, pid: msg.pid }, "process registered");
     if (had) return;
-    this.broadcast({
-      p: "agent",
-      t: "up",
-      subject: from,
-      host: this.o.host,
-      pid: msg.pid,
-      ...(msg.boot ? { boot: msg.boot } : {}),
-    });
+    this.broadcast(this.upNotice(from, this.registered.get(from)!));
   }
 
   private onLocalConnection(e: ConnectionEvent): void {

@@ -1,10 +1,20 @@
 import type { Command } from "commander";
 import { z } from "zod";
-import { HostAgent } from "../agent/host-agent.ts";
+import { FENCED_EXIT_CODE, HostAgent } from "../agent/host-agent.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import { parsePeers } from "./node-command.ts";
-import { addSwimOptions, parseClusterKey, port, swimConfig, swimOptions, validate } from "./options.ts";
+import {
+  addFencingOptions,
+  addSwimOptions,
+  fencingFromOptions,
+  fencingOptions,
+  parseClusterKey,
+  port,
+  swimConfig,
+  swimOptions,
+  validate,
+} from "./options.ts";
 
 const AgentOptions = z.object({
   host: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
@@ -13,11 +23,12 @@ const AgentOptions = z.object({
   port,
   peers: z.string().optional(),
   ...swimOptions,
+  ...fencingOptions,
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
 });
 
 export function registerAgent(program: Command): void {
-  addSwimOptions(program.command("agent"))
+  addFencingOptions(addSwimOptions(program.command("agent")))
     .description(
       "run the host agent: local processes register on a Unix socket; their exits are reported as certain",
     )
@@ -32,6 +43,7 @@ export function registerAgent(program: Command): void {
       const o = validate(AgentOptions, raw, "agent options");
       const key = parseClusterKey(process.env.FAULTLINE_CLUSTER_KEY);
       const logger = createLogger({ level: o.logLevel, name: `agent:${o.host}`, fd: 2 });
+      const fencing = fencingFromOptions(o);
       const agent = new HostAgent({
         host: o.host,
         socketPath: o.socket,
@@ -41,7 +53,15 @@ export function registerAgent(program: Command): void {
         seeds: parsePeers(o.peers),
         swim: swimConfig(o),
         logger,
+        ...(fencing ? { fencing, onFenced: (why: string) => fenced(why) } : {}),
       });
+      const fenced = (why: string) => {
+        logger.error(
+          { why },
+          `fenced: registered processes killed; exiting with code ${FENCED_EXIT_CODE} for a new life`,
+        );
+        void agent.stop().finally(() => process.exit(FENCED_EXIT_CODE));
+      };
       await agent.start();
       const tell = tellSupervisor;
       tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });

@@ -13,8 +13,11 @@ import { PingNode } from "../sim/ping.ts";
 import { startAdmin } from "./admin.ts";
 import { type PeerStatus, superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import {
+  addFencingOptions,
   addSwimOptions,
   duration,
+  fencingFromOptions,
+  fencingOptions,
   parseClusterKey,
   port,
   swimConfig,
@@ -29,6 +32,7 @@ const NodeOptions = z.object({
   peers: z.string().optional(),
   interval: duration,
   ...swimOptions,
+  ...fencingOptions,
   agentSocket: z.string().optional(),
   adminPort: port.optional(),
   agentId: z.string().optional(),
@@ -48,7 +52,7 @@ export function parsePeers(text: string | undefined): Record<NodeId, Address> {
 }
 
 export function registerNode(program: Command): void {
-  addSwimOptions(program.command("node"))
+  addFencingOptions(addSwimOptions(program.command("node")))
     .description("run one faultline node over TCP (what `faultline up` starts five of)")
     .requiredOption("--id <id>", "this node's id")
     .option("--host <host>", "address to listen on", "127.0.0.1")
@@ -70,6 +74,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   const logger = createLogger({ level: o.logLevel, name: o.id, fd: 2 });
   const peers = parsePeers(o.peers);
   const registry = createRegistry();
+  const fencing = fencingFromOptions(o);
   const transport = new TcpTransport({
     id: o.id,
     clusterKey: o.key,
@@ -108,8 +113,11 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
         transport,
         seeds: ids,
         address: transport.address(),
+        boot: transport.boot,
+        ...(o.agentId ? { host: o.agentId.replace(/^agent:/, "") } : {}),
         learnAddress: (id, addr) => transport.addPeer(id, addr),
         swim: swimConfig(o),
+        ...(fencing ? { fencing } : {}),
         logger,
       });
       detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { z } from "zod";
+import { type FencingConfig, fencingConfig } from "../agent/lease.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 
 /** "1500", "1500ms", "30s", "2m" -> milliseconds. */
@@ -70,4 +71,39 @@ export function addSwimOptions(cmd: Command): Command {
 
 export function swimConfig(o: { probeInterval: number; probeTimeout: number; suspicionMult: number }) {
   return { probeIntervalMs: o.probeInterval, probeTimeoutMs: o.probeTimeout, suspicionMult: o.suspicionMult };
+}
+
+/** Lease and fence options shared by `faultline node` and `faultline agent` (agent/lease.ts). */
+export const fencingOptions = {
+  witnesses: z.string().optional(),
+  leaseTime: duration,
+  processLeaseTime: duration,
+};
+
+export function addFencingOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      "--witnesses <ids>",
+      "members that grant leases and record fences, comma-separated, the same list on every member (an odd number, e.g. 3); with them a silent host's crash becomes certain",
+    )
+    .option("--lease-time <time>", "the agents' cluster lease", "4s")
+    .option("--process-lease-time <time>", "a process's lease from its agent (at most half the lease)", "1s");
+}
+
+/** The fencing configuration, or undefined when no witnesses are named (fencing off). */
+export function fencingFromOptions(o: {
+  witnesses?: string | undefined;
+  leaseTime: number;
+  processLeaseTime: number;
+}): FencingConfig | undefined {
+  if (!o.witnesses) return undefined;
+  const witnesses = o.witnesses
+    .split(",")
+    .map((w) => w.trim())
+    .filter((w) => w.length > 0);
+  try {
+    return fencingConfig({ witnesses, leaseMs: o.leaseTime, processLeaseMs: o.processLeaseTime });
+  } catch (e) {
+    throw new FaultlineError(ErrorCode.BadConfig, `invalid fencing options: ${(e as Error).message}`);
+  }
 }

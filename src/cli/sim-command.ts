@@ -63,6 +63,7 @@ export function registerSim(program: Command): void {
             `${(r.virtualMs / 1000).toFixed(0)} s virtual in ${wall.toFixed(1)} s wall`,
         );
         for (const [k, v] of Object.entries(r.stats)) console.log(`  ${k}: ${v}`);
+        for (const line of falseSuspicionRates(r.stats)) console.log(`  ${line}`);
         for (const f of r.failures) console.log(`  replay: ${f.replayCommand}`);
         process.exitCode = r.failures.length > 0 ? 1 : 0;
         return;
@@ -93,4 +94,19 @@ export function registerSim(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+/**
+ * The false-suspicion rate of detection scenarios: failure reports per node-hour about nodes that
+ * were up when reported (a pause or a network fault made them look dead), and about nodes no
+ * fault touched at all (pure false positives).
+ */
+export function falseSuspicionRates(stats: Record<string, number>): string[] {
+  const hours = (stats.nodeSeconds ?? 0) / 3600;
+  if (!(hours > 0) || stats.reportsAboutLiveNodes === undefined) return [];
+  const rate = (n: number | undefined) => ((n ?? 0) / hours).toFixed(3);
+  return [
+    `false suspicions: ${rate(stats.reportsAboutLiveNodes)} reports per node-hour about nodes that were up ` +
+      `(${rate(stats.reportsAboutUntouchedNodes)} about nodes no fault touched), over ${hours.toFixed(1)} node-hours`,
+  ];
 }

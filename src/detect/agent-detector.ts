@@ -41,6 +41,8 @@ export class AgentDetector implements Detector {
   private off: (() => void) | undefined;
   /** The boot each subject's current exit report is about. */
   private readonly exited = new Map<NodeId, string | undefined>();
+  /** The life of each subject its agent says holds a lease (see AgentNotice "up"). */
+  private readonly leased = new Map<NodeId, string>();
 
   constructor(private readonly o: { id: NodeId; transport: Transport; monitor: Monitor; clock: Clock }) {}
 
@@ -53,6 +55,7 @@ export class AgentDetector implements Detector {
         return;
       }
       if (n.subject === this.o.id) return; // an old life of ours: SWIM refutation handles it
+      if (n.t === "up" && n.leased && n.boot) this.leased.set(n.subject, n.boot);
       if (n.t === "exit") {
         this.exited.set(n.subject, n.boot);
       } else {
@@ -69,5 +72,10 @@ export class AgentDetector implements Detector {
 
   stop(): void {
     this.off?.();
+  }
+
+  /** Whether life `boot` of `subject` is bound by a lease, as its host agent announced. */
+  leaseBound(subject: NodeId, boot: string | undefined): boolean {
+    return boot !== undefined && this.leased.get(subject) === boot;
   }
 }

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { FencingConfig } from "../agent/lease.ts";
 import { SwimNode } from "../membership/swim-node.ts";
 import { SWIM_DEFAULTS, type SwimConfig } from "../membership/swim-types.ts";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
@@ -6,6 +7,7 @@ import type { Clock } from "../runtime/clock.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { AgentDetector } from "./agent-detector.ts";
 import type { Detector } from "./detector.ts";
+import { Fencing } from "./fencing.ts";
 import { MembershipDetector } from "./membership-detector.ts";
 import { Monitor } from "./monitor.ts";
 import { PathDetector, type PathOptions } from "./path-detector.ts";
@@ -23,6 +25,11 @@ export interface DetectionNodeOptions {
   paths?: PathOptions;
   /** Members known from the start (static bootstrap for large simulations). */
   members?: readonly NodeId[];
+  /** This node's host (members of one host fail together) and boot (which life a report names). */
+  host?: string;
+  boot?: string;
+  /** Leases and fences (see agent/lease.ts): with them, a host crash can become certain. */
+  fencing?: FencingConfig;
   logger?: Logger;
 }
 
@@ -33,11 +40,27 @@ export interface DetectionNodeOptions {
 export class DetectionNode {
   readonly swim: SwimNode;
   readonly monitor: Monitor;
+  readonly fencing: Fencing | undefined;
   private readonly detectors: Detector[];
 
   constructor(o: DetectionNodeOptions) {
     this.monitor = new Monitor(o.logger);
     this.swim = new SwimNode({ ...o, config: o.swim });
+    const agents = new AgentDetector({
+      id: o.id,
+      transport: o.transport,
+      monitor: this.monitor,
+      clock: o.clock,
+    });
+    if (o.fencing) {
+      this.fencing = new Fencing({
+        id: o.id,
+        transport: o.transport,
+        clock: o.clock,
+        config: o.fencing,
+        ...(o.logger ? { logger: o.logger } : {}),
+      });
+    }
     this.detectors = [
       new MembershipDetector({
         swim: this.swim,
@@ -45,8 +68,14 @@ export class DetectionNode {
         monitor: this.monitor,
         clock: o.clock,
         correlationMs: 2 * (o.swim?.probeIntervalMs ?? SWIM_DEFAULTS.probeIntervalMs),
+        ...(this.fencing
+          ? {
+              fencing: this.fencing,
+              leaseBound: (s: NodeId, b: string | undefined) => agents.leaseBound(s, b),
+            }
+          : {}),
       }),
-      new AgentDetector({ id: o.id, transport: o.transport, monitor: this.monitor, clock: o.clock }),
+      agents,
       new PathDetector(
         { id: o.id, swim: this.swim, transport: o.transport, monitor: this.monitor, clock: o.clock },
         o.paths ?? {},
@@ -59,6 +88,7 @@ export class DetectionNode {
   }
 
   start(): void {
+    this.fencing?.start();
     for (const d of this.detectors) d.start();
     this.swim.start();
   }
@@ -66,5 +96,6 @@ export class DetectionNode {
   stop(): void {
     this.swim.stop();
     for (const d of this.detectors) d.stop();
+    this.fencing?.stop();
   }
 }

@@ -3,6 +3,7 @@ import type { Member } from "../membership/swim-types.ts";
 import type { ConnectionEvent, NodeId, Transport } from "../net/transport.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Detector } from "./detector.ts";
+import type { Fencing } from "./fencing.ts";
 import type { Monitor } from "./monitor.ts";
 import type { Evidence, FailureKind, FailureReport } from "./report.ts";
 
@@ -35,6 +36,8 @@ export class MembershipDetector implements Detector {
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
   private readonly held = new Map<NodeId, number>();
   private holdTimer: Timer | undefined;
+  /** Fences under way, by host: cancelled when any member of the host comes back. */
+  private readonly fences = new Map<string, () => void>();
   private readonly correlationMs: number;
   private readonly offs: Array<() => void> = [];
 
@@ -46,6 +49,10 @@ export class MembershipDetector implements Detector {
       clock: Clock;
       /** How long verdicts about silent members are held to see whether several go together (ms). */
       correlationMs?: number;
+      /** With leases and fences, a host crash becomes certain once its agent is fenced. */
+      fencing?: Fencing;
+      /** Whether a life of a member is bound by a lease (its agent said so). */
+      leaseBound?: (subject: NodeId, boot: string | undefined) => boolean;
     },
   ) {
     this.correlationMs = o.correlationMs ?? CORRELATION_MS;
@@ -60,6 +67,8 @@ export class MembershipDetector implements Detector {
 
   stop(): void {
     for (const off of this.offs.splice(0)) off();
+    for (const cancel of this.fences.values()) cancel();
+    this.fences.clear();
     this.holdTimer?.cancel();
     this.holdTimer = undefined;
   }
@@ -94,6 +103,9 @@ export class MembershipDetector implements Detector {
       return;
     }
     this.held.delete(m.id);
+    const host = this.hostOf(m.id);
+    this.fences.get(host)?.();
+    this.fences.delete(host);
     if (m.status === "alive" && prev !== undefined) {
       const failed = this.published.get(m.id);
       if (failed) {
@@ -128,9 +140,11 @@ export class MembershipDetector implements Detector {
       if (m.status === "dead" && r && r.kind !== "process-exit" && now - r.detectedAt <= RECENT_LOSS_MS)
         farSet.add(m.id);
     }
-    if (farSet.size === 1) {
-      const [id, since] = lost[0]!;
-      this.publish(id, "host-crash", since, now, [this.swimEvidence(now)]);
+    // Members of one host fail together: what matters is how many hosts fell silent.
+    const farHosts = new Set([...farSet].map((id) => this.hostOf(id)));
+    if (farHosts.size === 1) {
+      for (const [id, since] of lost) this.publish(id, "host-crash", since, now, [this.swimEvidence(now)]);
+      this.fenceHost([...farHosts][0]!);
       return;
     }
     const far = [...farSet].sort();
@@ -156,6 +170,46 @@ export class MembershipDetector implements Detector {
     }
   }
 
+  /** A member's host as it announced it (a member that announced none is a host of its own). */
+  private hostOf(id: NodeId): string {
+    return this.o.swim.core.member(id)?.host ?? `member:${id}`;
+  }
+
+  /**
+   * Fence the silent host's agent at the witnesses; once its lease has surely ended, every
+   * lease-bound life on the host that is still reported crashed is reported again, certain.
+   */
+  private fenceHost(host: string): void {
+    const { fencing, leaseBound } = this.o;
+    const agent = `agent:${host}`;
+    const agentMember = this.o.swim.core.member(agent);
+    if (!fencing || !leaseBound || this.fences.has(host) || agentMember?.host !== host) return;
+    if (!leaseBound(agent, agentMember.boot)) return; // no lease to wait out: nothing would stop it
+    const cancel = fencing.fence(agent, (at) => {
+      this.fences.delete(host);
+      for (const [id, r] of this.published) {
+        const m = this.o.swim.core.member(id);
+        if (r.kind !== "host-crash" || r.certainty === "certain" || this.hostOf(id) !== host) continue;
+        if (m?.status !== "dead" || m.boot !== r.boot || !leaseBound(id, r.boot)) continue;
+        const evidence: Evidence = {
+          source: "fence",
+          what: `${agent} fenced at a majority of witnesses; its lease has ended`,
+          at,
+          observer: this.o.swim.id,
+        };
+        const certain: FailureReport = {
+          ...r,
+          certainty: "certain",
+          detectedAt: at,
+          evidence: [...r.evidence, evidence],
+        };
+        this.published.set(id, certain);
+        this.o.monitor.publish(certain);
+      }
+    });
+    this.fences.set(host, cancel);
+  }
+
   private swimEvidence(now: number): Evidence {
     return { source: "swim", what: "suspicion-timeout", at: now, observer: this.o.swim.id };
   }
@@ -179,6 +233,8 @@ export class MembershipDetector implements Detector {
       detector: this.name,
     };
     if (sides) report.sides = sides;
+    const boot = this.o.swim.core.member(id)?.boot;
+    if (boot) report.boot = boot;
     this.published.set(id, report);
     this.o.monitor.publish(report);
   }

@@ -12,6 +12,10 @@ export interface Update {
   addr?: Address;
   /** Who raised the suspicion (suspect updates): independent suspicions shorten the timeout. */
   by?: NodeId;
+  /** The member's host (alive updates): members on one host fail together. */
+  host?: string;
+  /** Which life of the member this is (its transport's boot id), so reports can name it. */
+  boot?: string;
 }
 
 /** SWIM's messages. `p: "swim"` lets several protocols share one transport. */
@@ -29,6 +33,7 @@ const TYPES = new Set<string>(["ping", "ack", "ping-req", "nack", "join", "state
 export const MAX_UPDATES_PER_MESSAGE = 100_000;
 
 const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
+const isShort = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 64;
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 function isUpdate(u: unknown): u is Update {
@@ -36,6 +41,8 @@ function isUpdate(u: unknown): u is Update {
   const x = u as Update;
   if (!isId(x.id) || !isSeq(x.inc) || !STATUSES.has(x.s)) return false;
   if (x.by !== undefined && !isId(x.by)) return false;
+  if (x.host !== undefined && !isShort(x.host)) return false;
+  if (x.boot !== undefined && !isShort(x.boot)) return false;
   return x.addr === undefined || isAddress(x.addr);
 }
 

@@ -83,12 +83,16 @@ export class SwimCore {
   private readonly rng: Rng;
   private readonly seeds: readonly NodeId[];
   private readonly addr: Address | undefined;
+  private readonly host: string | undefined;
+  private readonly boot: string | undefined;
 
   constructor(o: SwimCoreOptions) {
     this.id = o.id;
     this.rng = o.rng;
     this.seeds = o.seeds ?? [];
     this.addr = o.address;
+    this.host = o.host;
+    this.boot = o.boot;
     this.cfg = { ...SWIM_DEFAULTS, ...o.config };
     this.health = new LocalHealth(this.cfg.awarenessMax);
     // A random first sequence number: acks addressed to an earlier life of this node do not match.
@@ -173,6 +177,10 @@ export class SwimCore {
     const dead: NodeId[] = [];
     for (const m of this.members.values()) if (m.status === "dead") dead.push(m.id);
     if (dead.length > 0) this.send(this.rng.pick(dead), { p: "swim", t: "join", g: this.fullState() });
+    // And one configured seed this node does not know at all: after many members restarted at
+    // once, two groups can each know only themselves; a seed bridges them (Serf's retry-join).
+    const unknown = this.seeds.filter((s) => s !== this.id && !this.members.has(s));
+    if (unknown.length > 0) this.send(this.rng.pick(unknown), { p: "swim", t: "join", g: this.fullState() });
   }
 
   private onLeave(): void {
@@ -337,7 +345,7 @@ export class SwimCore {
       case "alive": {
         if (!m) {
           const fresh: Member = { id: u.id, incarnation: u.inc, status: "alive", since: now };
-          if (u.addr) fresh.addr = u.addr;
+          copyMeta(fresh, u);
           this.members.set(u.id, fresh);
           this.live++;
           // A new member goes to a random place among those not yet probed this round (memberlist).
@@ -348,7 +356,7 @@ export class SwimCore {
         }
         if (u.inc <= m.incarnation) return;
         const moved = u.addr !== undefined && !sameAddress(m.addr, u.addr);
-        if (u.addr) m.addr = u.addr;
+        copyMeta(m, u);
         this.clearSuspicion(u.id);
         const wasAlive = m.status === "alive";
         this.setStatus(now, m, "alive", u.inc);
@@ -433,6 +441,8 @@ export class SwimCore {
   private selfUpdate(): Update {
     const u: Update = { id: this.id, inc: this.incarnation, s: "alive" };
     if (this.addr) u.addr = this.addr;
+    if (this.host) u.host = this.host;
+    if (this.boot) u.boot = this.boot;
     return u;
   }
 
@@ -440,7 +450,7 @@ export class SwimCore {
     const all: Update[] = [this.selfUpdate()];
     for (const m of this.members.values()) {
       const u: Update = { id: m.id, inc: m.incarnation, s: m.status };
-      if (m.addr) u.addr = m.addr;
+      copyMeta(u, m);
       all.push(u);
     }
     return all;
@@ -497,4 +507,11 @@ export class SwimCore {
   private cancelTimer(timer: string): void {
     this.out.push({ type: "cancel-timer", timer });
   }
+}
+
+/** Where a member listens, its host and its boot travel with its alive updates. */
+function copyMeta(to: { addr?: Address; host?: string; boot?: string }, from: Update | Member): void {
+  if (from.addr) to.addr = from.addr;
+  if (from.host) to.host = from.host;
+  if (from.boot) to.boot = from.boot;
 }

@@ -22,6 +22,9 @@ export interface SwimNodeOptions {
   config?: Partial<SwimConfig>;
   /** Members known from the start (static bootstrap; see SwimCoreOptions.members). */
   members?: readonly NodeId[];
+  /** This node's host and boot, gossiped (see SwimCoreOptions). */
+  host?: string;
+  boot?: string;
   logger?: Logger;
 }
 

@@ -25,6 +25,9 @@ export interface Member {
   /** Time of the last status change (the core's clock). */
   since: number;
   addr?: Address;
+  /** The member's host and boot, as it announces them (see SwimCoreOptions). */
+  host?: string;
+  boot?: string;
 }
 
 export interface SwimCoreOptions {
@@ -35,6 +38,10 @@ export interface SwimCoreOptions {
   config?: Partial<SwimConfig>;
   /** This node's address, gossiped with its alive updates. */
   address?: Address;
+  /** The host this node runs on, gossiped: a host's members are expected to fail together. */
+  host?: string;
+  /** This life of the node (its transport's boot id), gossiped so reports can name which life failed. */
+  boot?: string;
   /**
    * Members known from the start, as alive at incarnation 0 (a static bootstrap: large simulated
    * clusters skip the join storm this way). Real deployments join through seeds.

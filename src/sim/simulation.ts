@@ -24,6 +24,8 @@ export interface SimContext {
   store: MemoryStore;
   /** 0 for the first start, +1 per restart. */
   incarnation: number;
+  /** The host the node runs on (see SimulationOptions.hosts). */
+  host: string;
   trace(what: string): void;
   logger: Logger;
 }
@@ -324,7 +326,8 @@ export class Simulation<N extends SimNode> {
       this.clock.now(),
       this.steps,
       this.replayCommand(),
-      this.trace.tail(40),
+      // With the whole trace kept (--trace), a failure shows all of it.
+      this.trace.allLines() ?? this.trace.tail(40),
     );
   }
 
@@ -359,6 +362,7 @@ export class Simulation<N extends SimNode> {
       transport,
       store,
       incarnation,
+      host: this.hostOf(id),
       trace: (what) => this.write(`${id} ${what}`),
       logger: this.log.child({ node: id }),
     };

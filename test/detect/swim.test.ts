@@ -345,4 +345,12 @@ describe("host agents in simulation", () => {
     expect(r.failures.map((f) => f.message)).toEqual([]);
     expect(r.stats.certainReports).toBeGreaterThan(100);
   });
+
+  it("swarm with leases and fences: 300 seeds, no certain report (host crashes included) names a life that can act", async () => {
+    const { runSwarm } = await import("../../src/sim/swarm.ts");
+    const { swimFencingScenario } = await import("../../src/sim/scenarios/swim.ts");
+    const r = runSwarm(swimFencingScenario, { seeds: 300, nodes: 5, durationMs: 120_000, faults: true });
+    expect(r.failures.map((f) => f.message)).toEqual([]);
+    expect(r.stats.certainHostCrashReports).toBeGreaterThan(100);
+  });
 });

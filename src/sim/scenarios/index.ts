@@ -1,10 +1,11 @@
 import type { Scenario } from "../scenario.ts";
 import { pingScenario } from "./ping.ts";
-import { swimAgentsScenario, swimScenario } from "./swim.ts";
+import { swimAgentsScenario, swimFencingScenario, swimScenario } from "./swim.ts";
 
 /** Scenarios `faultline sim --scenario NAME` can run. */
 export const scenarios: Record<string, Scenario> = {
   ping: pingScenario,
   swim: swimScenario,
   "swim-agents": swimAgentsScenario,
+  "swim-fencing": swimFencingScenario,
 };
