@@ -25,7 +25,13 @@ export class RealClock implements Clock {
     return Date.now(); // real-io: this is the real clock
   }
   setTimer(delayMs: number, fn: () => void): Timer {
-    const handle = setTimeout(fn, Math.max(0, delayMs)); // real-io: this is the real clock
+    if (delayMs <= 0) {
+      // "At once" runs after the I/O already read in this loop iteration (setTimeout(0) would wait
+      // a millisecond): what arrived together is handled together.
+      const immediate = setImmediate(fn); // real-io: this is the real clock
+      return { cancel: () => clearImmediate(immediate) };
+    }
+    const handle = setTimeout(fn, delayMs); // real-io: this is the real clock
     return { cancel: () => clearTimeout(handle) };
   }
 }

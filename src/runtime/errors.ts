@@ -12,6 +12,10 @@ export const ErrorCode = {
   Handshake: "FL_HANDSHAKE",
   Invariant: "FL_INVARIANT",
   BadArgument: "FL_BAD_ARGUMENT",
+  /** A durable store that cannot be opened as it is (damaged, truncated, not ours). */
+  BadStore: "FL_BAD_STORE",
+  /** A durable channel gave up on its peer (retired, or its host certainly crashed). */
+  ChannelGaveUp: "FL_CHANNEL_GAVE_UP",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

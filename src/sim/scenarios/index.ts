@@ -1,4 +1,5 @@
 import type { Scenario } from "../scenario.ts";
+import { durableScenario } from "./durable.ts";
 import { pingScenario } from "./ping.ts";
 import { swimAgentsScenario, swimFencingScenario, swimScenario } from "./swim.ts";
 
@@ -8,4 +9,5 @@ export const scenarios: Record<string, Scenario> = {
   swim: swimScenario,
   "swim-agents": swimAgentsScenario,
   "swim-fencing": swimFencingScenario,
+  durable: durableScenario,
 };

@@ -1,0 +1,175 @@
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { open, type RootDatabase } from "lmdb";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
+import type { MemoryStore } from "../sim/memory-store.ts";
+
+/**
+ * Where a durable process keeps its state, its outbox and what it has received: a key-value
+ * image that is read whole at start and changed by atomic batches.
+ */
+export interface DurableStore {
+  /** Everything stored, at start. */
+  load(): Map<string, unknown>;
+  /**
+   * Apply `writes` (a value of `undefined` deletes the key) atomically; with `sync` durability
+   * the batch is on disk when this returns. Throws if it cannot: the caller must stop.
+   */
+  commit(writes: ReadonlyMap<string, unknown>): void;
+  close(): Promise<void>;
+}
+
+/** `sync`: every commit is on disk before anything it produced leaves. `memory`: tests only. */
+export type Durability = "sync" | "memory";
+
+/** Durability `memory`: a Map in this process. A crash loses everything (tests and benches). */
+export class VolatileStore implements DurableStore {
+  private readonly data = new Map<string, unknown>();
+  load(): Map<string, unknown> {
+    return new Map([...this.data].map(([k, v]) => [k, structuredClone(v)]));
+  }
+  commit(writes: ReadonlyMap<string, unknown>): void {
+    for (const [k, v] of writes) {
+      if (v === undefined) this.data.delete(k);
+      else this.data.set(k, structuredClone(v));
+    }
+  }
+  async close(): Promise<void> {}
+}
+
+/** A simulated node's stable storage (survives its crashes) as a durable store. */
+export class SimDurableStore implements DurableStore {
+  constructor(
+    private readonly disk: MemoryStore,
+    private readonly prefix = "ken/",
+  ) {}
+  load(): Map<string, unknown> {
+    const out = new Map<string, unknown>();
+    for (const k of this.disk.keys(this.prefix)) out.set(k.slice(this.prefix.length), this.disk.get(k));
+    return out;
+  }
+  commit(writes: ReadonlyMap<string, unknown>): void {
+    for (const [k, v] of writes) {
+      if (v === undefined) this.disk.delete(this.prefix + k);
+      else this.disk.put(this.prefix + k, v);
+    }
+  }
+  async close(): Promise<void> {}
+}
+
+/** The marker a faultline store directory carries, written when the store is created. */
+const MARKER = "faultline-store.json";
+const DATA = "data.mdb";
+const LMDB_MAGIC = 0xbeefc0de;
+const P_META = 0x08;
+
+/**
+ * A durable store in an LMDB environment (one directory per process). Every commit is one LMDB
+ * write transaction, synced to disk before `commit` returns.
+ *
+ * LMDB (through lmdb-js) crashes the whole process (SIGSEGV) when it opens a damaged file, so the
+ * file is checked first: both meta pages must carry LMDB's magic and the newest one's last page
+ * must lie inside the file. A directory that once held a store but has lost its data file is an
+ * error too, never a silent reset to empty.
+ */
+export class LmdbStore implements DurableStore {
+  private readonly env: RootDatabase;
+
+  private constructor(
+    readonly dir: string,
+    durability: Durability,
+  ) {
+    this.env = open({ path: dir, noSync: durability !== "sync" });
+  }
+
+  static open(dir: string, durability: Durability = "sync"): LmdbStore {
+    checkStoreDir(dir);
+    return new LmdbStore(dir, durability);
+  }
+
+  load(): Map<string, unknown> {
+    const out = new Map<string, unknown>();
+    for (const { key, value } of this.env.getRange({})) out.set(String(key), value);
+    return out;
+  }
+
+  commit(writes: ReadonlyMap<string, unknown>): void {
+    // A block body: an arrow that returned the put's promise would make lmdb-js defer the commit.
+    this.env.transactionSync(() => {
+      for (const [k, v] of writes) {
+        if (v === undefined) this.env.removeSync(k);
+        else this.env.putSync(k, v);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.env.close();
+  }
+}
+
+function bad(dir: string, file: string, what: string): FaultlineError {
+  return new FaultlineError(
+    ErrorCode.BadStore,
+    `durable store ${join(dir, file)}: ${what}. Nothing was changed. Restore the directory from a backup, ` +
+      "or, to start this process over with empty state (its state and unacknowledged messages are lost), " +
+      `move ${dir} aside.`,
+  );
+}
+
+/** Check a store directory before LMDB opens it (see LmdbStore). Creates a new store's marker. */
+export function checkStoreDir(dir: string): void {
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw bad(dir, "", "is not a directory");
+  const marker = join(dir, MARKER);
+  const data = join(dir, DATA);
+  if (!existsSync(marker)) {
+    if (existsSync(data) && statSync(data).size > 0) {
+      // An LMDB file not created by faultline: check it all the same, then adopt it.
+      checkLmdbFile(dir);
+    }
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(marker, `${JSON.stringify({ format: 1, created: new Date().toISOString() })}\n`);
+    return;
+  }
+  if (!existsSync(data)) throw bad(dir, DATA, "is missing, but this directory holds a store");
+  if (statSync(data).size === 0) throw bad(dir, DATA, "is empty (truncated to nothing)");
+  checkLmdbFile(dir);
+}
+
+function checkLmdbFile(dir: string): void {
+  const path = join(dir, DATA);
+  const size = statSync(path).size;
+  const fd = openSync(path, "r");
+  try {
+    const head = Buffer.alloc(4096 + 256);
+    const n = readSync(fd, head, 0, head.length, 0);
+    const meta = (offset: number) => {
+      if (offset + 0xa0 > n) return undefined;
+      if ((head.readUInt16LE(offset + 0x12) & P_META) === 0) return undefined;
+      if (head.readUInt32LE(offset + 0x18) !== LMDB_MAGIC) return undefined;
+      const pageSize = head.readUInt32LE(offset + 0x30);
+      if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return undefined;
+      return {
+        pageSize,
+        lastPage: Number(head.readBigUInt64LE(offset + 0x90)),
+        txn: Number(head.readBigUInt64LE(offset + 0x98)),
+      };
+    };
+    const m0 = meta(0);
+    if (!m0) throw bad(dir, DATA, "is not an LMDB file (no valid meta page): garbage or another format");
+    const m1 = meta(m0.pageSize);
+    if (!m1 || m1.pageSize !== m0.pageSize) throw bad(dir, DATA, "has a damaged second meta page");
+    if (size % m0.pageSize !== 0 || size < 2 * m0.pageSize)
+      throw bad(dir, DATA, `is truncated (${size} bytes is not a whole number of ${m0.pageSize}-byte pages)`);
+    const newest = m0.txn >= m1.txn ? m0 : m1;
+    if ((newest.lastPage + 1) * m0.pageSize > size) {
+      throw bad(
+        dir,
+        DATA,
+        `is truncated: its last transaction uses ${(newest.lastPage + 1) * m0.pageSize} bytes, the file has ${size}`,
+      );
+    }
+  } finally {
+    closeSync(fd);
+  }
+}

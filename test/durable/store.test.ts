@@ -1,0 +1,101 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { LmdbStore } from "../../src/durable/store.ts";
+import { isFaultlineError } from "../../src/runtime/errors.ts";
+
+describe("LmdbStore", () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  const fresh = () => {
+    const d = mkdtempSync(join(tmpdir(), "faultline-store-"));
+    dirs.push(d);
+    return join(d, "p1");
+  };
+
+  /** A store with some data in it, closed. */
+  async function filled(): Promise<string> {
+    const dir = fresh();
+    const s = LmdbStore.open(dir);
+    s.commit(new Map<string, unknown>([["state", { n: 1 }]]));
+    const big = new Map<string, unknown>();
+    for (let i = 0; i < 2000; i++) big.set(`o/x/${String(i).padStart(16, "0")}`, { body: "y".repeat(100) });
+    s.commit(big);
+    await s.close();
+    return dir;
+  }
+
+  it("commits atomic batches that survive a reopen; undefined deletes", async () => {
+    const dir = fresh();
+    const s = LmdbStore.open(dir);
+    s.commit(
+      new Map<string, unknown>([
+        ["state", { n: 1 }],
+        ["i/a", 7],
+      ]),
+    );
+    s.commit(
+      new Map<string, unknown>([
+        ["i/a", undefined],
+        ["n/c", 3],
+      ]),
+    );
+    await s.close();
+    const again = LmdbStore.open(dir);
+    expect(again.load()).toEqual(
+      new Map<string, unknown>([
+        ["n/c", 3],
+        ["state", { n: 1 }],
+      ]),
+    );
+    await again.close();
+  });
+
+  const expectBadStore = (dir: string, what: RegExp) => {
+    let err: unknown;
+    try {
+      LmdbStore.open(dir);
+    } catch (e) {
+      err = e;
+    }
+    expect(isFaultlineError(err, "FL_BAD_STORE")).toBe(true);
+    const m = (err as Error).message;
+    expect(m).toContain(join(dir, "data.mdb"));
+    expect(m).toMatch(what);
+    expect(m).toMatch(/Restore the directory from a backup|move .* aside/);
+  };
+
+  it("a garbage data file is refused with a clear error naming the file, and left as it was", async () => {
+    const dir = await filled();
+    const garbage = randomBytes(64 * 1024);
+    writeFileSync(join(dir, "data.mdb"), garbage);
+    expectBadStore(dir, /not an LMDB file/);
+    expect(readFileSync(join(dir, "data.mdb")).equals(garbage)).toBe(true);
+  });
+
+  it("a truncated data file is refused (to a page, to a few pages, to nothing)", async () => {
+    for (const size of [4096, 8192, 0, 5000]) {
+      const dir = await filled();
+      truncateSync(join(dir, "data.mdb"), size);
+      expectBadStore(dir, /truncated|meta page|empty/);
+    }
+  });
+
+  it("a store whose data file is gone is refused, never reset to empty", async () => {
+    const dir = await filled();
+    unlinkSync(join(dir, "data.mdb"));
+    expectBadStore(dir, /missing/);
+  });
+
+  it("a path that is a file is refused", () => {
+    const d = mkdtempSync(join(tmpdir(), "faultline-store-"));
+    dirs.push(d);
+    const file = join(d, "plain");
+    writeFileSync(file, "not a directory");
+    expect(() => LmdbStore.open(file)).toThrow(/is not a directory/);
+  });
+});
