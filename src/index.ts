@@ -1,9 +1,11 @@
 // The public surface of faultline. Internals stay internal.
 
 export { AgentClient, type AgentClientOptions } from "./agent/agent-client.ts";
-export { agentId, HostAgent, type HostAgentOptions } from "./agent/host-agent.ts";
+export { agentId, FENCED_EXIT_CODE, HostAgent, type HostAgentOptions } from "./agent/host-agent.ts";
+export { FENCING_DEFAULTS, type FencingConfig, fenceBound, fencingConfig } from "./agent/lease.ts";
 export { DetectionNode, type DetectionNodeOptions } from "./detect/detection-node.ts";
 export type { Detector } from "./detect/detector.ts";
+export { Fencing } from "./detect/fencing.ts";
 export { type Condition, Monitor } from "./detect/monitor.ts";
 export { PhiAccrual, type PhiOptions } from "./detect/phi-accrual.ts";
 export {
@@ -16,6 +18,23 @@ export {
   type ReportEvent,
   type ReportFilter,
 } from "./detect/report.ts";
+export {
+  type ChannelError,
+  type DurableHandlers,
+  KEN_DEFAULTS,
+  KenCore,
+  type KenOptions,
+  type ProcessId,
+  type TurnContext,
+} from "./durable/ken-core.ts";
+export { DurableProcess, type DurableProcessOptions } from "./durable/process.ts";
+export {
+  type Durability,
+  type DurableStore,
+  LmdbStore,
+  SimDurableStore,
+  VolatileStore,
+} from "./durable/store.ts";
 export type { MemberStatus } from "./membership/messages.ts";
 export { SwimNode, type SwimNodeOptions } from "./membership/swim-node.ts";
 export { type Member, SWIM_DEFAULTS, type SwimConfig } from "./membership/swim-types.ts";

@@ -18,6 +18,13 @@ describe("examples run", () => {
     expect(r.stdout).toMatch(/alice sees bob: closed/);
   });
 
+  it("durable/pipeline: three processes, every transfer applied once, in order", () => {
+    const r = run("examples/durable/pipeline.ts", "--transfers", "3000", "--no-chaos");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/3000 transfers, 0 processes killed/);
+    expect(r.stdout).toMatch(/exact: every transfer applied once, in order/);
+  });
+
   it("simulation/partition: no cross-side traffic while partitioned, and the same seed replays", () => {
     const a = run("examples/simulation/partition.ts", "3");
     const b = run("examples/simulation/partition.ts", "3");
