@@ -35,6 +35,9 @@ export {
   SimDurableStore,
   VolatileStore,
 } from "./durable/store.ts";
+export { FUSE_DEFAULTS, FuseCore, type FuseOptions, fuseBound } from "./fuse/fuse-core.ts";
+export { FuseNode, type FuseNodeOptions, type FuseNotification } from "./fuse/fuse-node.ts";
+export type { FuseReason, GroupId } from "./fuse/messages.ts";
 export type { MemberStatus } from "./membership/messages.ts";
 export { SwimNode, type SwimNodeOptions } from "./membership/swim-node.ts";
 export { type Member, SWIM_DEFAULTS, type SwimConfig } from "./membership/swim-types.ts";

@@ -28,6 +28,8 @@ export interface DetectionNodeOptions {
   /** This node's host (members of one host fail together) and boot (which life a report names). */
   host?: string;
   boot?: string;
+  /** A payload other protocols ride on SWIM's probes to a peer (see SwimCoreOptions.extension). */
+  extension?: (peer: NodeId) => string | undefined;
   /** Leases and fences (see agent/lease.ts): with them, a host crash can become certain. */
   fencing?: FencingConfig;
   logger?: Logger;

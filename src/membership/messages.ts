@@ -20,8 +20,8 @@ export interface Update {
 
 /** SWIM's messages. `p: "swim"` lets several protocols share one transport. */
 export type SwimMessage =
-  | { p: "swim"; t: "ping"; seq: number; g: Update[] }
-  | { p: "swim"; t: "ack"; seq: number; g: Update[] }
+  | { p: "swim"; t: "ping"; seq: number; g: Update[]; x?: string }
+  | { p: "swim"; t: "ack"; seq: number; g: Update[]; x?: string }
   | { p: "swim"; t: "ping-req"; seq: number; target: NodeId; g: Update[] }
   | { p: "swim"; t: "nack"; seq: number; g: Update[] }
   | { p: "swim"; t: "join"; g: Update[] }
@@ -59,5 +59,7 @@ export function parseSwim(m: unknown): SwimMessage | undefined {
   if (!Array.isArray(x.g) || x.g.length > MAX_UPDATES_PER_MESSAGE || !x.g.every(isUpdate)) return undefined;
   if (x.t !== "join" && x.t !== "state" && !isSeq(x.seq)) return undefined;
   if (x.t === "ping-req" && !isId(x.target)) return undefined;
+  const ext = (m as { x?: unknown }).x;
+  if (ext !== undefined && !(typeof ext === "string" && ext.length <= 64)) return undefined;
   return x as SwimMessage;
 }

@@ -85,6 +85,7 @@ export class SwimCore {
   private readonly addr: Address | undefined;
   private readonly host: string | undefined;
   private readonly boot: string | undefined;
+  private readonly extension: ((peer: NodeId) => string | undefined) | undefined;
 
   constructor(o: SwimCoreOptions) {
     this.id = o.id;
@@ -93,6 +94,7 @@ export class SwimCore {
     this.addr = o.address;
     this.host = o.host;
     this.boot = o.boot;
+    this.extension = o.extension;
     this.cfg = { ...SWIM_DEFAULTS, ...o.config };
     this.health = new LocalHealth(this.cfg.awarenessMax);
     // A random first sequence number: acks addressed to an earlier life of this node do not match.
@@ -282,6 +284,8 @@ export class SwimCore {
       return;
     }
     for (const u of msg.g) this.apply(now, u);
+    if ((msg.t === "ping" || msg.t === "ack") && msg.x !== undefined)
+      this.out.push({ type: "extension", peer: from, x: msg.x });
     if (this.leaving && msg.t !== "join") return;
     switch (msg.t) {
       case "ping":
@@ -497,6 +501,10 @@ export class SwimCore {
   }
 
   private send(to: NodeId, msg: SwimMessage): void {
+    if (this.extension && (msg.t === "ping" || msg.t === "ack")) {
+      const x = this.extension(to);
+      if (x !== undefined) msg.x = x;
+    }
     this.out.push({ type: "send", to, msg });
   }
 

@@ -25,12 +25,14 @@ export interface SwimNodeOptions {
   /** This node's host and boot, gossiped (see SwimCoreOptions). */
   host?: string;
   boot?: string;
+  extension?: (peer: NodeId) => string | undefined;
   logger?: Logger;
 }
 
 type SwimEvents = {
   member: [member: Member, prev: Member["status"] | undefined];
   path: [peer: NodeId, direct: boolean, rttMs: number | undefined];
+  extension: [peer: NodeId, x: string];
 };
 
 /** Runs a SwimCore on a Clock and a Transport: the host side of the sans-I/O core. */
@@ -109,6 +111,9 @@ export class SwimNode {
           break;
         case "path":
           this.emitter.emit("path", out.peer, out.direct, out.rttMs);
+          break;
+        case "extension":
+          this.emitter.emit("extension", out.peer, out.x);
           break;
         case "member":
           if (out.member.addr) this.o.learnAddress?.(out.member.id, out.member.addr);

@@ -43,6 +43,11 @@ export interface SwimCoreOptions {
   /** This life of the node (its transport's boot id), gossiped so reports can name which life failed. */
   boot?: string;
   /**
+   * A few bytes another protocol rides on the probes to `peer` (FUSE's digest of the groups the
+   * two share): attached to every ping and ack sent to it; what arrives comes out as `extension`.
+   */
+  extension?: (peer: NodeId) => string | undefined;
+  /**
    * Members known from the start, as alive at incarnation 0 (a static bootstrap: large simulated
    * clusters skip the join storm this way). Real deployments join through seeds.
    */
@@ -64,4 +69,6 @@ export type SwimOutput =
    * How a probe of `peer` went: answered directly (with its round trip), or only through a relay
    * — the member is alive but the direct path from here is not working.
    */
-  | { type: "path"; peer: NodeId; direct: boolean; rttMs?: number };
+  | { type: "path"; peer: NodeId; direct: boolean; rttMs?: number }
+  /** `peer` sent its extension payload (see SwimCoreOptions.extension). */
+  | { type: "extension"; peer: NodeId; x: string };

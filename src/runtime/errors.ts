@@ -16,6 +16,8 @@ export const ErrorCode = {
   BadStore: "FL_BAD_STORE",
   /** A durable channel gave up on its peer (retired, or its host certainly crashed). */
   ChannelGaveUp: "FL_CHANNEL_GAVE_UP",
+  /** A FUSE group could not be created (a member did not answer in time). */
+  FuseCreate: "FL_FUSE_CREATE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

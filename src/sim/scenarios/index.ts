@@ -1,5 +1,6 @@
 import type { Scenario } from "../scenario.ts";
 import { durableScenario } from "./durable.ts";
+import { fuseScenario } from "./fuse.ts";
 import { pingScenario } from "./ping.ts";
 import { swimAgentsScenario, swimFencingScenario, swimScenario } from "./swim.ts";
 
@@ -10,4 +11,5 @@ export const scenarios: Record<string, Scenario> = {
   "swim-agents": swimAgentsScenario,
   "swim-fencing": swimFencingScenario,
   durable: durableScenario,
+  fuse: fuseScenario,
 };

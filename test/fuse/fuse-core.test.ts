@@ -1,0 +1,137 @@
+import { describe, expect, it } from "vitest";
+import { FuseCore, type FuseOutput } from "../../src/fuse/fuse-core.ts";
+import { parseFuse } from "../../src/fuse/messages.ts";
+import { fuseScenario } from "../../src/sim/scenarios/fuse.ts";
+import { runSwarm } from "../../src/sim/swarm.ts";
+
+/** A few FuseCores wired together directly; `drop` loses messages to a node. */
+function cluster(ids: string[]) {
+  const cores = new Map(ids.map((id) => [id, new FuseCore(id, "b0", { createTimeoutMs: 1000 })]));
+  const notified: Array<{ at: string; group: string; reason: unknown }> = [];
+  const created: string[] = [];
+  const failedCreates: unknown[] = [];
+  const drop = new Set<string>();
+  const run = (from: string, out: FuseOutput[]) => {
+    const queue: Array<[string, FuseOutput]> = out.map((o) => [from, o]);
+    while (queue.length > 0) {
+      const [src, o] = queue.shift()!;
+      if (o.type === "notify") notified.push({ at: src, group: o.group, reason: o.reason });
+      else if (o.type === "created") created.push(o.group);
+      else if (o.type === "create-failed") failedCreates.push(o.reason);
+      else if (!drop.has(o.to) && cores.has(o.to)) {
+        const dst = cores.get(o.to)!;
+        for (const x of dst.receive(0, src, o.msg)) queue.push([o.to, x]);
+      }
+    }
+  };
+  return { cores, notified, created, failedCreates, drop, run };
+}
+
+describe("FuseCore", () => {
+  it("creates a group at every member; a signal tells every member once, with the signaller's payload", () => {
+    const c = cluster(["a", "b", "c"]);
+    c.run("a", c.cores.get("a")!.create(0, ["b", "c"], 1));
+    expect(c.created).toHaveLength(1);
+    const g = c.created[0]!;
+    for (const id of ["a", "b", "c"]) expect(c.cores.get(id)!.state(g)).toBe("live");
+    const { ok, out } = c.cores.get("b")!.signal(0, g, { why: "done" });
+    expect(ok).toBe(true);
+    c.run("b", out);
+    expect(c.notified.map((n) => n.at).sort()).toEqual(["a", "b", "c"]);
+    for (const n of c.notified)
+      expect(n.reason).toEqual({ type: "signal", by: "b", payload: { why: "done" } });
+    // One-shot: a second signal is refused; a repeated fail tells nobody again.
+    expect(c.cores.get("c")!.signal(0, g).ok).toBe(false);
+    c.run("a", c.cores.get("a")!.tick(10_000));
+    expect(c.notified).toHaveLength(3);
+  });
+
+  it("creation fails when a member does not answer, and every member already contacted is told", () => {
+    const c = cluster(["a", "b", "c"]);
+    c.drop.add("c");
+    c.run("a", c.cores.get("a")!.create(0, ["b", "c"], 1));
+    expect(c.created).toEqual([]);
+    c.run("a", c.cores.get("a")!.tick(1000));
+    expect(c.failedCreates).toEqual([
+      { type: "create-failed", member: "c", detail: "did not answer in time" },
+    ]);
+    expect(c.notified.map((n) => n.at)).toEqual(["b"]);
+  });
+
+  it("a member's failure fails every group with it; a report about an earlier life of it does not", () => {
+    const c = cluster(["a", "b", "c"]);
+    c.run("a", c.cores.get("a")!.create(0, ["b"], 1));
+    c.run("a", c.cores.get("a")!.create(0, ["c"], 2));
+    const [ab, ac] = c.created;
+    const reason = { type: "member-failed" as const, member: "b", kind: "process-exit" as const };
+    c.run("a", c.cores.get("a")!.memberFailed(0, "b", reason, "an-old-life"));
+    expect(c.cores.get("a")!.state(ab!)).toBe("live");
+    c.run("a", c.cores.get("a")!.memberFailed(0, "b", reason, "b0"));
+    expect(c.cores.get("a")!.state(ab!)).toBe("failed");
+    expect(c.cores.get("a")!.state(ac!)).toBe("live");
+  });
+
+  it("a member seen alive as a new life has lost its groups: they fail", () => {
+    const c = cluster(["a", "b"]);
+    c.run("a", c.cores.get("a")!.create(0, ["b"], 1));
+    c.run("a", c.cores.get("a")!.memberBoot(0, "b", "b0"));
+    expect(c.notified).toEqual([]);
+    c.run("a", c.cores.get("a")!.memberBoot(0, "b", "b1"));
+    expect(c.notified[0]).toMatchObject({ at: "a", reason: { type: "member-restarted", member: "b" } });
+  });
+
+  it("digests ride on probes: equal when the two agree; on a mismatch a lost commit is repaired through the root", () => {
+    const c = cluster(["a", "b", "c"]);
+    c.drop.add("c"); // c never hears the commit...
+    c.run("a", c.cores.get("a")!.create(0, ["b", "c"], 1));
+    c.drop.delete("c");
+    c.run("a", c.cores.get("a")!.tick(100)); // ...until the retry
+    const g = c.created[0]!;
+    const [a, b, cc] = ["a", "b", "c"].map((id) => c.cores.get(id)!) as [FuseCore, FuseCore, FuseCore];
+    expect(a.digest("b")).toBe(b.digest("a"));
+    expect(a.digest("b")).toBeDefined();
+    // b forgets the group (say, a lost message left it behind): c notices the digests differ.
+    expect(cc.digest("b")).toBeDefined();
+    const fresh = new FuseCore("b", "b0");
+    c.cores.set("b", fresh);
+    c.run("c", cc.onDigest(0, "b", fresh.digest("c")));
+    // Repaired through the root a, not failed: the application was not bothered.
+    expect(c.notified).toEqual([]);
+    expect(fresh.state(g)).toBe("live");
+  });
+
+  it("rejects malformed FUSE messages", () => {
+    for (const bad of [
+      { p: "fuse", t: "create", g: "x", members: "a,b" },
+      { p: "fuse", t: "fail", g: "x", reason: { type: "nope" } },
+      { p: "fuse", t: "fail", g: "x", reason: { type: "member-failed", member: "a", kind: "meteor" } },
+      { p: "fuse", t: "commit", g: "x", members: ["a"], boots: { a: 5 } },
+      { p: "fuse", t: "ask", g: "x" },
+      { p: "fuse", t: "list", groups: [1], reply: true },
+    ])
+      expect(parseFuse(bad)).toBeUndefined();
+  });
+});
+
+describe("FUSE in simulation", () => {
+  it("500 seeds of random faults: at most once, every running member told within T, agreement", async () => {
+    const failures: string[] = [];
+    const stats: Record<string, number> = {};
+    for (let first = 1; first <= 500; first += 10) {
+      const r = runSwarm(fuseScenario, {
+        seeds: 10,
+        firstSeed: first,
+        nodes: 6,
+        durationMs: 90_000,
+        faults: true,
+      });
+      failures.push(...r.failures.map((f) => f.message));
+      for (const [k, v] of Object.entries(r.stats)) stats[k] = (stats[k] ?? 0) + v;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(failures).toEqual([]);
+    expect(stats.groupsCreated).toBeGreaterThan(20_000);
+    expect(stats.signals).toBeGreaterThan(1000);
+    expect(stats.firedWithMembersUntouchedByFaults).toBe(0);
+  }, 600_000);
+});
