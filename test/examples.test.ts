@@ -25,6 +25,18 @@ describe("examples run", () => {
     expect(r.stdout).toMatch(/exact: every transfer applied once, in order/);
   });
 
+  it("fuse/three: kill one member, the other two are told why; or one signals, all three are told", () => {
+    const kill = run("examples/fuse/three.ts");
+    expect(kill.status).toBe(0);
+    expect(kill.stdout).toMatch(/n3 was SIGKILLed/);
+    expect(kill.stdout).toMatch(/n1 was told after \d+ ms: .*"member":"n3","kind":"process-exit"/);
+    expect(kill.stdout).toMatch(/n2 was told after \d+ ms: .*"member":"n3","kind":"process-exit"/);
+    const signal = run("examples/fuse/three.ts", "--signal");
+    expect(signal.status).toBe(0);
+    for (const id of ["n1", "n2", "n3"])
+      expect(signal.stdout).toMatch(new RegExp(`${id} was told after \\d+ ms: .*"type":"signal","by":"n2"`));
+  });
+
   it("simulation/partition: no cross-side traffic while partitioned, and the same seed replays", () => {
     const a = run("examples/simulation/partition.ts", "3");
     const b = run("examples/simulation/partition.ts", "3");
