@@ -1,6 +1,7 @@
 // npm run bench [-- --quick]: every benchmark, each beside its baseline measured in the same run.
 import { benchDetect } from "./detect.ts";
 import { benchDurable } from "./durable.ts";
+import { benchFuse } from "./fuse.ts";
 import { benchSim } from "./sim.ts";
 import { benchSwimScale } from "./swim-scale.ts";
 import { benchTransport } from "./transport.ts";
@@ -30,4 +31,8 @@ if (want("sim")) {
 if (want("durable")) {
   console.log("\n## Durable processes\n");
   console.log(await benchDurable(quick));
+}
+if (want("fuse")) {
+  console.log("\n## FUSE groups\n");
+  console.log(await benchFuse(quick));
 }
