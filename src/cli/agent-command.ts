@@ -71,6 +71,7 @@ export function registerAgent(program: Command): void {
       superviseLifecycle(
         () => agent.stop(),
         (m) => {
+          if (m.type !== "peers") return;
           const first = agent.detection === undefined;
           agent.join(m.peers);
           if (first) subscribe();

@@ -1,4 +1,5 @@
 import type { ReportEvent } from "../detect/report.ts";
+import type { FuseReason, GroupId } from "../fuse/messages.ts";
 import type { MemberStatus } from "../membership/messages.ts";
 import type { Address, ConnectionEvent, NodeId, TransportStats } from "../net/transport.ts";
 
@@ -8,9 +9,17 @@ export type ToSupervisor =
   | { type: "status"; id: NodeId; at: number; peers: Record<NodeId, PeerStatus>; stats: TransportStats }
   | { type: "connection"; id: NodeId; event: ConnectionEvent }
   | { type: "report"; id: NodeId; report: ReportEvent }
-  | { type: "admin"; id: NodeId; port: number };
+  | { type: "admin"; id: NodeId; port: number }
+  | { type: "fuse-created"; id: NodeId; group: GroupId; members: NodeId[] }
+  | { type: "fuse-create-failed"; id: NodeId; detail: string }
+  | { type: "fuse-failed"; id: NodeId; group: GroupId; reason: FuseReason };
 
-export type ToNode = { type: "peers"; peers: Record<NodeId, Address> };
+export type ToNode =
+  | { type: "peers"; peers: Record<NodeId, Address> }
+  /** Create a FUSE group of these members (the node adds itself). */
+  | { type: "fuse-create"; members: NodeId[] }
+  /** Signal (fail) every FUSE group this node belongs to. */
+  | { type: "fuse-signal" };
 
 export interface PeerStatus {
   connection: "connected" | "connecting" | "idle" | "unknown";
@@ -32,10 +41,10 @@ export function tellSupervisor(m: ToSupervisor): void {
 
 /**
  * Run `stop` once, then exit, on SIGTERM, SIGINT, or — under a supervisor — when the IPC channel
- * closes (the supervisor died, even by SIGKILL: never outlive it). Peer tables from the
- * supervisor go to `onPeers`.
+ * closes (the supervisor died, even by SIGKILL: never outlive it). The supervisor's messages
+ * (peer tables, FUSE requests) go to `onMessage`.
  */
-export function superviseLifecycle(stop: () => Promise<void>, onPeers: (m: ToNode) => void): void {
+export function superviseLifecycle(stop: () => Promise<void>, onMessage: (m: ToNode) => void): void {
   let stopping = false;
   const shutdown = async () => {
     if (stopping) return;
@@ -47,8 +56,6 @@ export function superviseLifecycle(stop: () => Promise<void>, onPeers: (m: ToNod
   process.on("SIGINT", shutdown);
   if (typeof process.send === "function") {
     process.on("disconnect", shutdown);
-    process.on("message", (m: ToNode) => {
-      if (m.type === "peers") onPeers(m);
-    });
+    process.on("message", (m: ToNode) => onMessage(m));
   }
 }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { AgentClient } from "../agent/agent-client.ts";
 import { DetectionNode } from "../detect/detection-node.ts";
+import { FuseNode } from "../fuse/fuse-node.ts";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { Address, NodeId } from "../net/transport.ts";
 import { realClock } from "../runtime/clock.ts";
@@ -103,6 +104,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   const rng = createRng((Math.random() * 2 ** 32) >>> 0);
   let ping: PingNode | undefined;
   let detection: DetectionNode | undefined;
+  let fuse: FuseNode | undefined;
   let admin: { port: number; close(): Promise<void> } | undefined;
   const startWork = (ids: NodeId[]) => {
     if (!detection) {
@@ -118,10 +120,14 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
         learnAddress: (id, addr) => transport.addPeer(id, addr),
         swim: swimConfig(o),
         ...(fencing ? { fencing } : {}),
+        extension: (peer) => fuse?.digest(peer),
         logger,
       });
+      fuse = new FuseNode({ id: o.id, boot: transport.boot, transport, clock: realClock, detection, logger });
+      fuse.onFailure((n) => tell({ type: "fuse-failed", id: o.id, group: n.group, reason: n.reason }));
       detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));
       detection.start();
+      fuse.start();
       if (o.adminPort !== undefined) {
         const node = detection;
         void startAdmin({ node, registry, host: "127.0.0.1", port: o.adminPort }).then((a) => {
@@ -160,14 +166,24 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     async () => {
       clearInterval(status);
       ping?.stop();
+      fuse?.stop();
       detection?.stop();
       await admin?.close();
       await agent?.stop();
       await transport.stop();
     },
     (m) => {
-      for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
-      startWork(Object.keys(m.peers).filter((id) => id !== o.id));
+      if (m.type === "peers") {
+        for (const [id, addr] of Object.entries(m.peers)) if (id !== o.id) transport.addPeer(id, addr);
+        startWork(Object.keys(m.peers).filter((id) => id !== o.id));
+      } else if (m.type === "fuse-create") {
+        fuse?.createWith(m.members, (err, group) => {
+          if (err) tell({ type: "fuse-create-failed", id: o.id, detail: err.message });
+          else tell({ type: "fuse-created", id: o.id, group, members: fuse?.core.members(group) ?? [] });
+        });
+      } else if (m.type === "fuse-signal") {
+        for (const g of fuse?.core.activeGroups() ?? []) fuse?.signal(g, { by: "faultline up" });
+      }
     },
   );
 }

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { z } from "zod";
+import type { FuseReason, GroupId } from "../fuse/messages.ts";
 import { type Address, formatAddress, type NodeId } from "../net/transport.ts";
 import type { ToNode, ToSupervisor } from "./ipc.ts";
 import { duration, intString, validate } from "./options.ts";
@@ -51,6 +52,9 @@ class Supervisor {
   private readonly t0 = performance.now();
   private selected = 0;
   private readonly lastConnection = new Map<string, string>();
+  /** FUSE groups made in this session, and which members were told that each failed. */
+  private readonly groups = new Map<GroupId, { members: NodeId[]; told: Map<NodeId, string> }>();
+  private demoGroup = false;
   private input: ReturnType<typeof createInterface> | undefined;
   private stopping: Promise<void> | undefined;
   private done!: () => void;
@@ -177,6 +181,19 @@ class Supervisor {
         if (this.all().every((x) => x.address)) {
           const table: ToNode = { type: "peers", peers: this.peerTable() };
           for (const x of this.all()) if (x.proc?.connected) x.proc.send(table);
+          // Once membership has formed, one FUSE group of every node, to break and watch.
+          if (!this.demoGroup) {
+            this.demoGroup = true;
+            const t = setTimeout(() => {
+              const first = this.children[0];
+              if (first && !this.stopping)
+                this.createGroup(
+                  first,
+                  this.children.map((x) => x.id),
+                );
+            }, 3000);
+            t.unref();
+          }
         }
         break;
       }
@@ -197,6 +214,19 @@ class Supervisor {
         } else {
           this.log(`${c.id} reports ${r.subject} recovered from ${r.kind}`);
         }
+        break;
+      }
+      case "fuse-created":
+        this.groups.set(m.group, { members: m.members, told: new Map() });
+        this.log(`${c.id} created FUSE group ${shortGroup(m.group)} of ${m.members.join(" ")}`);
+        break;
+      case "fuse-create-failed":
+        this.log(`${c.id} could not create a FUSE group: ${m.detail}`);
+        break;
+      case "fuse-failed": {
+        const why = describeReason(m.reason);
+        this.groups.get(m.group)?.told.set(c.id, why);
+        if (!this.stopping) this.log(`${c.id} told: FUSE group ${shortGroup(m.group)} FAILED: ${why}`);
         break;
       }
       case "connection": {
@@ -253,6 +283,32 @@ class Supervisor {
     this.spawn(c, c.address && "port" in c.address ? c.address.port : 0);
   }
 
+  /** Ask `c` to create a FUSE group of `members` (it adds itself). */
+  private createGroup(c: Child, members: NodeId[]): void {
+    if (!c.proc?.connected || c.state !== "running") {
+      this.log(`${c.id} is not running`);
+      return;
+    }
+    this.log(`you: ${c.id}, create a FUSE group of ${members.join(" ")}`);
+    c.proc.send({ type: "fuse-create", members } satisfies ToNode);
+  }
+
+  /** Ask `c` to signal (fail) every FUSE group it belongs to. */
+  private signalGroups(c: Child): void {
+    if (!c.proc?.connected || c.state !== "running") {
+      this.log(`${c.id} is not running`);
+      return;
+    }
+    this.log(`you: ${c.id}, signal your FUSE groups`);
+    c.proc.send({ type: "fuse-signal" } satisfies ToNode);
+  }
+
+  /** Three running nodes, `c` first. */
+  private trio(c: Child): NodeId[] {
+    const others = this.children.filter((x) => x !== c && x.state === "running").map((x) => x.id);
+    return [c.id, ...others.sort(() => Math.random() - 0.5).slice(0, 2)];
+  }
+
   private command(line: string): void {
     const [verb, id] = line.trim().split(/\s+/);
     if (!verb) return;
@@ -260,7 +316,7 @@ class Supervisor {
     const c = id ? this.find(id) : undefined;
     if (!c) {
       this.log(
-        `commands: kill|pause|resume|restart <node>, quit (nodes: ${this.children.map((x) => x.id).join(" ")})`,
+        `commands: kill|pause|resume|restart|group|signal <node>, quit (nodes: ${this.children.map((x) => x.id).join(" ")})`,
       );
       return;
     }
@@ -268,6 +324,8 @@ class Supervisor {
     else if (verb === "pause" && c.state !== "paused") this.togglePause(c);
     else if (verb === "resume" && c.state === "paused") this.togglePause(c);
     else if (verb === "restart") this.restart(c);
+    else if (verb === "group") this.createGroup(c, this.trio(c));
+    else if (verb === "signal") this.signalGroups(c);
     else this.log(`cannot ${verb} ${c.id} (state ${c.state})`);
   }
 
@@ -283,6 +341,8 @@ class Supervisor {
         else if (k === "k") this.kill(c);
         else if (k === "p") this.togglePause(c);
         else if (k === "r") this.restart(c);
+        else if (k === "g") this.createGroup(c, this.trio(c));
+        else if (k === "s") this.signalGroups(c);
         this.render();
       });
     } else if (!process.stdin.isTTY) {
@@ -308,12 +368,28 @@ class Supervisor {
       "",
       ...table,
       "",
+      "FUSE groups:",
+      ...this.groupLines(),
+      "",
       "recent events:",
       ...this.events.map((e) => `  ${e}`),
       "",
-      "keys: 1-9 select node · k kill (SIGKILL) · p pause/resume (SIGSTOP/SIGCONT) · r restart · q quit",
+      "keys: 1-9 select node · k kill (SIGKILL) · p pause/resume (SIGSTOP/SIGCONT) · r restart · g new FUSE group · s signal its groups · q quit",
     ];
     process.stdout.write(`\u001b[2J\u001b[H${out.join("\n")}\n`);
+  }
+
+  /** The last few groups: live, or failed with why and who has been told. */
+  private groupLines(): string[] {
+    const lines = [...this.groups].slice(-5).map(([g, r]) => {
+      const whys = [...new Set(r.told.values())];
+      const state =
+        r.told.size === 0
+          ? "live"
+          : `FAILED: ${whys.join("; ")} (told: ${[...r.told.keys()].sort().join(" ")})`;
+      return `  ${shortGroup(g)} [${r.members.join(" ")}] ${state}`;
+    });
+    return lines.length > 0 ? lines : ["  (none yet)"];
   }
 
   stop(why: string): Promise<void> {
@@ -346,5 +422,26 @@ class Supervisor {
     clearTimeout(force);
     console.log(`[${this.elapsed()}] all ${this.children.length} node processes stopped`);
     this.done();
+  }
+}
+
+/** A group id as people read it: its creator and number. */
+function shortGroup(g: GroupId): string {
+  const [root, , n] = g.split("/");
+  return `${root}#${n}`;
+}
+
+function describeReason(r: FuseReason): string {
+  switch (r.type) {
+    case "member-failed":
+      return `${r.member} ${r.kind}${r.detail ? ` (${r.detail})` : ""}`;
+    case "member-restarted":
+      return `${r.member} restarted`;
+    case "signal":
+      return `signal by ${r.by}`;
+    case "create-failed":
+      return `creation failed: ${r.member} ${r.detail}`;
+    case "lost":
+      return `lost at ${r.member}: ${r.detail}`;
   }
 }

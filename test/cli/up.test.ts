@@ -68,6 +68,11 @@ describe("faultline up", () => {
       if (l.startsWith("# watching")) watching = true;
     });
     await waitFor(() => watching, "faultline watch to connect", 20_000);
+    await u.until(
+      () => u.has(/n1 created FUSE group n1#1 of n1 n2 n3 n4 n5/),
+      "the demo FUSE group of every node",
+      20_000,
+    );
     u.proc.stdin!.write("kill n3\n");
     await u.until(() => u.has(/n3 \(pid \d+\) exited: signal SIGKILL/), "n3 to die");
     await u.until(() => u.has(/n\d sees n3: (closed|reset)/), "peers to see n3's connection end");
@@ -75,6 +80,11 @@ describe("faultline up", () => {
     await u.until(
       () => u.lines.filter((l) => /n\d REPORTS n3: process-exit \(certain\)/.test(l)).length === 4,
       "every other node to report n3's process exit",
+      20_000,
+    );
+    await u.until(
+      () => u.lines.filter((l) => /n\d told: FUSE group n1#1 FAILED: n3 process-exit/.test(l)).length === 4,
+      "every other member of the FUSE group to be told why it failed",
       20_000,
     );
     await waitFor(() => watched.length > 0, "faultline watch to print the report");
@@ -107,6 +117,14 @@ describe("faultline up", () => {
       () => u.lines.filter((l) => /n\d reports n3 recovered from process-exit/.test(l)).length === 4,
       "every other node to clear n3's failure",
       20_000,
+    );
+    // A new group of three, then a signal: every member is told, with the signaller's name.
+    u.proc.stdin!.write("group n2\n");
+    await u.until(() => u.has(/n2 created FUSE group n2#\d+ of/), "n2's group");
+    u.proc.stdin!.write("signal n2\n");
+    await u.until(
+      () => u.lines.filter((l) => /told: FUSE group n2#\d+ FAILED: signal by n2/.test(l)).length === 3,
+      "the three members to be told of n2's signal",
     );
     u.proc.stdin!.write("quit\n");
     await Processes.exited(u.proc);
