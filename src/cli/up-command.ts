@@ -186,11 +186,8 @@ class Supervisor {
             this.demoGroup = true;
             const t = setTimeout(() => {
               const first = this.children[0];
-              if (first && !this.stopping)
-                this.createGroup(
-                  first,
-                  this.children.map((x) => x.id),
-                );
+              const running = this.children.filter((x) => x.state === "running").map((x) => x.id);
+              if (first && !this.stopping && running.length >= 2) this.createGroup(first, running);
             }, 3000);
             t.unref();
           }
