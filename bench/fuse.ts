@@ -8,57 +8,18 @@ import { FuseNode } from "../src/fuse/fuse-node.ts";
 import { TcpTransport } from "../src/net/tcp-transport.ts";
 import { realClock } from "../src/runtime/clock.ts";
 import { createRng } from "../src/runtime/rng.ts";
+import { type FuseSimNode, simFuseNode } from "../src/sim/scenarios/fuse.ts";
 import { Simulation } from "../src/sim/simulation.ts";
 import { fmt, summarize, table } from "./lib.ts";
-
-interface SimNode {
-  detection: DetectionNode;
-  fuse: FuseNode;
-  start(): void;
-  stop(): void;
-}
 
 /** 50 simulated nodes (memberlist timing), `groups` groups of 2–5 random members; traffic per node. */
 function steadyState(groups: number): { msgsPerSec: number; bytesPerSec: number; live: number } {
   const nodes = 50;
-  const sim = new Simulation<SimNode>({
+  const sim = new Simulation<FuseSimNode>({
     seed: 7,
     nodes,
     traceFrames: false,
-    create: (ctx) => {
-      let fuse: FuseNode | undefined;
-      const detection = new DetectionNode({
-        id: ctx.id,
-        clock: ctx.clock,
-        rng: ctx.rng,
-        transport: ctx.transport,
-        seeds: [],
-        members: ctx.nodes,
-        boot: String(ctx.incarnation),
-        extension: (peer) => fuse?.digest(peer),
-      });
-      fuse = new FuseNode({
-        id: ctx.id,
-        boot: String(ctx.incarnation),
-        transport: ctx.transport,
-        clock: ctx.clock,
-        detection,
-      });
-      const d = detection;
-      const f = fuse;
-      return {
-        detection: d,
-        fuse: f,
-        start: () => {
-          d.start();
-          f.start();
-        },
-        stop: () => {
-          f.stop();
-          d.stop();
-        },
-      };
-    },
+    create: (ctx) => simFuseNode(ctx, { seeds: [], members: ctx.nodes }),
   }).start();
   // Creation, spread over the first 20 s of virtual time.
   const rng = sim.rng;

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { FuseCore, type FuseOutput } from "../../src/fuse/fuse-core.ts";
 import { parseFuse } from "../../src/fuse/messages.ts";
 import { fuseScenario } from "../../src/sim/scenarios/fuse.ts";
-import { runSwarm } from "../../src/sim/swarm.ts";
+import { swarmInChunks } from "../fixtures/swarm.ts";
 
 /** A few FuseCores wired together directly; `drop` loses messages to a node. */
 function cluster(ids: string[]) {
@@ -115,20 +115,11 @@ describe("FuseCore", () => {
 
 describe("FUSE in simulation", () => {
   it("500 seeds of random faults: at most once, every running member told within T, agreement", async () => {
-    const failures: string[] = [];
-    const stats: Record<string, number> = {};
-    for (let first = 1; first <= 500; first += 10) {
-      const r = runSwarm(fuseScenario, {
-        seeds: 10,
-        firstSeed: first,
-        nodes: 6,
-        durationMs: 90_000,
-        faults: true,
-      });
-      failures.push(...r.failures.map((f) => f.message));
-      for (const [k, v] of Object.entries(r.stats)) stats[k] = (stats[k] ?? 0) + v;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    const { failures, stats } = await swarmInChunks(fuseScenario, {
+      seeds: 500,
+      nodes: 6,
+      durationMs: 90_000,
+    });
     expect(failures).toEqual([]);
     expect(stats.groupsCreated).toBeGreaterThan(20_000);
     expect(stats.signals).toBeGreaterThan(1000);

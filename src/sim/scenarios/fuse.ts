@@ -1,4 +1,4 @@
-import { DetectionNode } from "../../detect/detection-node.ts";
+import type { DetectionNode, DetectionNodeOptions } from "../../detect/detection-node.ts";
 import { fuseBound } from "../../fuse/fuse-core.ts";
 import { FuseNode } from "../../fuse/fuse-node.ts";
 import type { GroupId } from "../../fuse/messages.ts";
@@ -6,12 +6,13 @@ import { SWIM_DEFAULTS } from "../../membership/swim-types.ts";
 import type { NodeId } from "../../net/transport.ts";
 import { applyFaults, planEnd, randomFaults } from "../faults.ts";
 import type { Scenario, ScenarioOptions } from "../scenario.ts";
-import { type Invariant, Simulation, type SimulationResult } from "../simulation.ts";
+import { type Invariant, type SimContext, Simulation, type SimulationResult } from "../simulation.ts";
+import { simDetectionNode } from "./swim.ts";
 
 /** SWIM timing for the FUSE simulations (faster than memberlist's, so runs stay short). */
 export const FUSE_SIM_SWIM = { probeIntervalMs: 200, probeTimeoutMs: 100 };
 
-class FuseSimNode {
+export class FuseSimNode {
   constructor(
     readonly detection: DetectionNode,
     readonly fuse: FuseNode,
@@ -24,6 +25,21 @@ class FuseSimNode {
     this.fuse.stop();
     this.detection.stop();
   }
+}
+
+/** Detection with FUSE on a simulated node (FUSE's digest riding on its SWIM probes). */
+export function simFuseNode(ctx: SimContext, extra: Partial<DetectionNodeOptions> = {}): FuseSimNode {
+  let fuse: FuseNode | undefined;
+  const detection = simDetectionNode(ctx, { extension: (peer) => fuse?.digest(peer), ...extra });
+  fuse = new FuseNode({
+    id: ctx.id,
+    boot: String(ctx.incarnation),
+    transport: ctx.transport,
+    clock: ctx.clock,
+    detection,
+    logger: ctx.logger,
+  });
+  return new FuseSimNode(detection, fuse);
 }
 
 /** A member's life: node id and incarnation. */
@@ -118,26 +134,8 @@ function runFuse(o: ScenarioOptions): SimulationResult {
     keepTrace: o.keepTrace ?? false,
     traceFrames: false,
     create: (ctx) => {
-      let fuse: FuseNode | undefined;
-      const detection = new DetectionNode({
-        id: ctx.id,
-        clock: ctx.clock,
-        rng: ctx.rng,
-        transport: ctx.transport,
-        seeds: ctx.nodes.filter((n) => n !== ctx.id),
-        host: ctx.host,
-        boot: String(ctx.incarnation),
-        swim: FUSE_SIM_SWIM,
-        extension: (peer) => fuse?.digest(peer),
-      });
-      fuse = new FuseNode({
-        id: ctx.id,
-        boot: String(ctx.incarnation),
-        transport: ctx.transport,
-        clock: ctx.clock,
-        detection,
-        logger: ctx.logger,
-      });
+      const node = simFuseNode(ctx, { swim: FUSE_SIM_SWIM });
+      const fuse = node.fuse;
       const me = life(ctx.id, ctx.incarnation);
       fuse.onFailure((n) => {
         ctx.trace(`fuse ${n.group} failed: ${n.reason.type}`);
@@ -147,7 +145,7 @@ function runFuse(o: ScenarioOptions): SimulationResult {
         r.notified.set(me, sim.now());
         failed(n.group, r, sim.now());
       });
-      return new FuseSimNode(detection, fuse);
+      return node;
     },
   });
   sim.onLifecycle((e) => {
