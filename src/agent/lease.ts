@@ -73,6 +73,16 @@ export function fenceBound(c: FencingConfig): number {
 
 export const majority = (n: number): number => Math.floor(n / 2) + 1;
 
+/**
+ * How long a witness refuses, after a fence, epochs it has never seen — and grants nothing after
+ * a (re)start: two fence bounds. An observer accepts a majority of fences only if they all fell
+ * within one fence bound of each other (FenceRequestCore), so each of them is still in force one
+ * fence bound after the last: long enough for every old epoch to have lapsed.
+ */
+export function witnessWait(c: FencingConfig): number {
+  return 2 * fenceBound(c);
+}
+
 export type LeaseMessage =
   | { p: "lease"; t: "renew"; epoch: string; round: number }
   | { p: "lease"; t: "grant"; epoch: string; round: number }
@@ -199,7 +209,7 @@ export class WitnessCore {
   ) {
     // Fences are not kept across restarts: grant nothing until every lease an earlier life of
     // this witness granted has surely ended.
-    this.quarantineUntil = startedAt + fenceBound(c);
+    this.quarantineUntil = startedAt + witnessWait(c);
   }
 
   receive(now: number, from: NodeId, m: LeaseMessage): Send | undefined {
@@ -219,7 +229,7 @@ export class WitnessCore {
     if (now < this.quarantineUntil) return refuse("wait");
     // An epoch never seen here, shortly after a fence, may be an old one that was granted only
     // by other witnesses: it gets nothing until any such lease has ended.
-    if (f && !known.includes(epoch) && now < f.at + fenceBound(this.c)) return refuse("wait");
+    if (f && !known.includes(epoch) && now < f.at + witnessWait(this.c)) return refuse("wait");
     if (!known.includes(epoch)) {
       known.push(epoch);
       if (known.length > EPOCHS_KEPT) known.shift();
@@ -240,19 +250,25 @@ export class WitnessCore {
 
 /**
  * The observer's side, sans I/O: fence a holder at a majority of witnesses; `certainAt` is when
- * it has surely stopped acting (on this observer's clock).
+ * it has surely stopped acting (on this observer's clock). The fences of a majority must all be in
+ * force together: a majority whose answers took longer than one fence bound from the request
+ * (a witness fenced early may already be granting unseen epochs again) is not accepted, and the
+ * witnesses are asked again, which renews every fence.
  */
 export class FenceRequestCore {
   private req = 0;
-  private readonly open = new Map<NodeId, { req: number; acks: Set<NodeId>; done: number | undefined }>();
+  private readonly open = new Map<
+    NodeId,
+    { req: number; sentAt: number; acks: Set<NodeId>; done: number | undefined }
+  >();
 
   constructor(private readonly c: FencingConfig) {}
 
-  /** Ask (again) every witness that has not answered yet. */
-  request(holder: NodeId): Send[] {
+  /** Ask (again) every witness that has not answered this request yet. */
+  request(now: number, holder: NodeId): Send[] {
     let o = this.open.get(holder);
     if (!o) {
-      o = { req: ++this.req, acks: new Set(), done: undefined };
+      o = { req: ++this.req, sentAt: now, acks: new Set(), done: undefined };
       this.open.set(holder, o);
     }
     if (o.done !== undefined) return [];
@@ -262,18 +278,29 @@ export class FenceRequestCore {
       .map((to) => ({ to, msg: { p: "lease", t: "fence", holder, req } }));
   }
 
-  /** An answer; returns the time the holder is surely fenced once a majority has answered. */
-  receive(now: number, from: NodeId, m: LeaseMessage): { holder: NodeId; certainAt: number } | undefined {
+  /**
+   * An answer. Returns the time the holder is surely fenced once a majority has answered in
+   * time; `again` when the majority came too slowly (the caller asks anew at once).
+   */
+  receive(
+    now: number,
+    from: NodeId,
+    m: LeaseMessage,
+  ): { holder: NodeId; certainAt: number } | { holder: NodeId; again: true } | undefined {
     if (m.t !== "fenced" || !this.c.witnesses.includes(from)) return undefined;
     const o = this.open.get(m.holder);
     if (!o || o.req !== m.req || o.done !== undefined) return undefined;
     o.acks.add(from);
     if (o.acks.size < majority(this.c.witnesses.length)) return undefined;
+    if (now - o.sentAt > fenceBound(this.c)) {
+      this.open.delete(m.holder);
+      return { holder: m.holder, again: true };
+    }
     o.done = now + fenceBound(this.c);
     return { holder: m.holder, certainAt: o.done };
   }
 
-  /** Forget a holder's fence (it came back): a later silence needs a new fence. */
+  /** Forget a holder's fence (done, or it came back): a later silence needs a new fence. */
   forget(holder: NodeId): void {
     this.open.delete(holder);
   }

@@ -88,11 +88,11 @@ export class Fencing {
       this.waits.delete(holder);
       this.requests.forget(holder);
     };
-    if (this.waits.has(holder)) cancel();
+    cancel(); // a fresh request, whatever came before
     const w = { timer: undefined as Timer | undefined, onCertain };
     this.waits.set(holder, w);
     const ask = () => {
-      const sends = this.requests.request(holder);
+      const sends = this.requests.request(this.o.clock.now(), holder);
       if (sends.length === 0) return;
       this.send(sends);
       w.timer = this.o.clock.setTimer(this.o.config.leaseMs / 4, ask);
@@ -101,12 +101,21 @@ export class Fencing {
     return cancel;
   }
 
+  /** The majority's fences came too far apart: fence again (renewing every witness's fence). */
+  private askAgain(holder: NodeId): void {
+    const w = this.waits.get(holder);
+    if (!w) return;
+    this.waits.delete(holder);
+    this.fence(holder, w.onCertain);
+  }
+
   private certainLater(holder: NodeId, at: number): void {
     const w = this.waits.get(holder);
     if (!w) return;
     w.timer?.cancel();
     w.timer = this.o.clock.setTimer(Math.max(0, at - this.o.clock.now()), () => {
       this.waits.delete(holder);
+      this.requests.forget(holder);
       this.log.info({ holder }, "fence complete: the holder's lease has surely ended");
       w.onCertain(this.o.clock.now());
     });
@@ -148,6 +157,11 @@ export class Fencing {
     h.expiry?.cancel();
     h.expiry = undefined;
     const now = this.o.clock.now();
+    // Told it is fenced (even before it ever held: its processes must not stay under it).
+    if (h.core.fenced) {
+      this.end("fenced");
+      return;
+    }
     if (!h.core.everHeld()) return;
     if (!h.core.holds(now)) {
       this.end(h.core.fenced ? "fenced" : "expired");
@@ -171,7 +185,8 @@ export class Fencing {
       if (reply) this.send([reply]);
     } else if (msg.t === "fenced") {
       const done = this.requests.receive(now, from, msg);
-      if (done) this.certainLater(done.holder, done.certainAt);
+      if (done && "again" in done) this.askAgain(done.holder);
+      else if (done) this.certainLater(done.holder, done.certainAt);
     } else if (this.holder) {
       this.holder.core.receive(now, from, msg);
       this.armExpiry();

@@ -68,7 +68,7 @@ function cluster(seed = 1) {
 describe("leases and fences (simulation)", () => {
   it("every agent holds its lease once the witnesses' start-up quarantine is over", () => {
     const { sim } = cluster();
-    sim.runUntil(fenceBound(FENCING) + 2000);
+    sim.runUntil(2 * fenceBound(FENCING) + 2000);
     for (const a of AGENTS) expect((sim.node(a) as SimHostAgent).holdsLease()).toBe(true);
   });
 
