@@ -41,6 +41,8 @@ export class AgentClient {
   private readonly sent = new Map<number, number>();
   /** Until when the lease runs (undefined: never granted; null: fencing is off here). */
   private until: number | undefined | null;
+  /** Renewal interval, as the agent last said (it knows the lease length). */
+  private everyMs = 250;
   private renewTimer: Timer | undefined;
   private expiryTimer: Timer | undefined;
   private fenced = false;
@@ -102,8 +104,6 @@ export class AgentClient {
       this.transport.send(this.o.agentId, { p: "agent", t: "renew", seq } as LocalMessage);
     this.renewTimer = this.clock.setTimer(this.everyMs, () => this.renew());
   }
-
-  private everyMs = 250;
 
   private onGrant(seq: number, ms: number | null, everyMs: number): void {
     this.everyMs = everyMs;

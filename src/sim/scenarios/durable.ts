@@ -124,10 +124,9 @@ function runDurable(o: ScenarioOptions): SimulationResult {
         const p = new DurableProcess<SourceState>({
           ...common,
           handlers: sourceHandlers(RELAY),
-          onCommit: (turns) => {
+          onCommit: () => {
             produced[ctx.id] = p.state.n;
             common.onCommit();
-            void turns;
           },
         });
         // A steady trickle of local inputs while producing lasts (a lost input had no effect).
