@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FailureReport } from "../../src/detect/report.ts";
+import { swarmInChunks } from "../fixtures/swarm.ts";
 import { type Seen, swimSim } from "./swim-harness.ts";
 
 const others = (ids: readonly string[], but: string) => ids.filter((i) => i !== but);
@@ -132,13 +133,12 @@ describe("SWIM membership and detection (simulation)", () => {
 
 describe("SWIM swarm", () => {
   it("500 seeds of random faults: no self-report, no wrong certain report, convergence after quiet", async () => {
-    const { runSwarm } = await import("../../src/sim/swarm.ts");
     const { swimScenario } = await import("../../src/sim/scenarios/swim.ts");
-    const r = runSwarm(swimScenario, { seeds: 500, nodes: 5, durationMs: 120_000, faults: true });
-    expect(r.failures.map((f) => f.message)).toEqual([]);
+    const r = await swarmInChunks(swimScenario, { seeds: 500, nodes: 5, durationMs: 120_000 });
+    expect(r.failures).toEqual([]);
     expect(r.stats.reports).toBeGreaterThan(100); // the faults did make SWIM report
     expect(r.stats.reportsAboutUntouchedNodes).toBe(0);
-  });
+  }, 300_000);
 });
 
 describe("path conditions (simulation)", () => {
@@ -339,18 +339,16 @@ describe("host agents in simulation", () => {
   });
 
   it("swarm with agents: 300 seeds, a certain report never names a running incarnation", async () => {
-    const { runSwarm } = await import("../../src/sim/swarm.ts");
     const { swimAgentsScenario } = await import("../../src/sim/scenarios/swim.ts");
-    const r = runSwarm(swimAgentsScenario, { seeds: 300, nodes: 5, durationMs: 120_000, faults: true });
-    expect(r.failures.map((f) => f.message)).toEqual([]);
+    const r = await swarmInChunks(swimAgentsScenario, { seeds: 300, nodes: 5, durationMs: 120_000 });
+    expect(r.failures).toEqual([]);
     expect(r.stats.certainReports).toBeGreaterThan(100);
-  });
+  }, 300_000);
 
   it("swarm with leases and fences: 300 seeds, no certain report (host crashes included) names a life that can act", async () => {
-    const { runSwarm } = await import("../../src/sim/swarm.ts");
     const { swimFencingScenario } = await import("../../src/sim/scenarios/swim.ts");
-    const r = runSwarm(swimFencingScenario, { seeds: 300, nodes: 5, durationMs: 120_000, faults: true });
-    expect(r.failures.map((f) => f.message)).toEqual([]);
+    const r = await swarmInChunks(swimFencingScenario, { seeds: 300, nodes: 5, durationMs: 120_000 });
+    expect(r.failures).toEqual([]);
     expect(r.stats.certainHostCrashReports).toBeGreaterThan(100);
-  });
+  }, 300_000);
 });
