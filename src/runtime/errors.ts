@@ -18,6 +18,10 @@ export const ErrorCode = {
   ChannelGaveUp: "FL_CHANNEL_GAVE_UP",
   /** A FUSE group could not be created (a member did not answer in time). */
   FuseCreate: "FL_FUSE_CREATE",
+  /** A request that only the Raft leader can serve reached another member (see the leader hint). */
+  NotLeader: "FL_NOT_LEADER",
+  /** A proposal Raft refused (a membership change while another is pending, a bad voter set). */
+  Proposal: "FL_PROPOSAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,0 +1,142 @@
+import type { NodeId } from "../net/transport.ts";
+
+/** One log entry. `config` entries carry the voter set that takes effect when they are appended. */
+export interface Entry {
+  index: number;
+  term: number;
+  type: "normal" | "config" | "noop";
+  data?: unknown;
+}
+
+/** What must be durable before a node votes or acknowledges: its term and its vote in that term. */
+export interface HardState {
+  term: number;
+  vote: NodeId | null;
+}
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  voters: NodeId[];
+}
+
+/** The state machine up to `meta.index`, as the host made it (`RaftCore.compact`). */
+export interface Snapshot {
+  meta: SnapshotMeta;
+  data: unknown;
+}
+
+/**
+ * Raft's messages. `vote` is both the pre-vote (`pre`, which changes no state at the voter) and the
+ * real vote. `down` is the quorum notification: the first node that learns for certain that the
+ * leader is gone tells the others, so they all stop waiting for it at once.
+ */
+export type RaftMessage =
+  | {
+      p: "raft";
+      t: "vote";
+      term: number;
+      pre: boolean;
+      lastIndex: number;
+      lastTerm: number;
+      /** The candidate knows for certain that this leader (of `down.term`) is gone. */
+      down?: { leader: NodeId; term: number };
+    }
+  | { p: "raft"; t: "vote-r"; term: number; pre: boolean; granted: boolean }
+  | {
+      p: "raft";
+      t: "app";
+      term: number;
+      prevIndex: number;
+      prevTerm: number;
+      entries: Entry[];
+      commit: number;
+    }
+  /** ok: `index` is the follower's last matching index; not ok: `reject` was the prevIndex, `hint` a retry point. */
+  | { p: "raft"; t: "app-r"; term: number; ok: boolean; index: number; reject: number; hint: number }
+  /**
+   * Heartbeat: the commit index (never above what the follower is known to hold), the read round
+   * it confirms, and the succession order (who should stand first if this leader dies).
+   */
+  | { p: "raft"; t: "hb"; term: number; commit: number; read: number; succ: NodeId[] }
+  | { p: "raft"; t: "hb-r"; term: number; read: number }
+  | { p: "raft"; t: "snap"; term: number; snapshot: Snapshot }
+  | { p: "raft"; t: "down"; term: number; leader: NodeId };
+
+/** A message is at most this many entries (a batch); the leader sends more as acks come back. */
+export const MAX_ENTRIES_PER_MESSAGE = 1024;
+
+const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
+const isIndex = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const ENTRY_TYPES = new Set(["normal", "config", "noop"]);
+
+function isEntry(e: unknown): e is Entry {
+  if (typeof e !== "object" || e === null) return false;
+  const x = e as Record<string, unknown>;
+  if (!isIndex(x.index) || x.index === 0 || !isIndex(x.term) || !ENTRY_TYPES.has(x.type as string)) {
+    return false;
+  }
+  return x.type !== "config" || isVoters((x.data as { voters?: unknown } | undefined)?.voters);
+}
+
+function isVoters(v: unknown): v is NodeId[] {
+  return Array.isArray(v) && v.length > 0 && v.length <= 64 && v.every(isId) && new Set(v).size === v.length;
+}
+
+function isSnapshot(s: unknown): s is Snapshot {
+  if (typeof s !== "object" || s === null) return false;
+  const m = (s as { meta?: unknown }).meta as Record<string, unknown> | undefined;
+  return typeof m === "object" && m !== null && isIndex(m.index) && isIndex(m.term) && isVoters(m.voters);
+}
+
+/** A frame's body that is a well-formed Raft message (anything else is dropped and counted). */
+export function isRaftMessage(m: unknown): m is RaftMessage {
+  if (typeof m !== "object" || m === null) return false;
+  const x = m as Record<string, unknown>;
+  if (x.p !== "raft" || !isIndex(x.term)) return false;
+  switch (x.t) {
+    case "vote":
+      return (
+        typeof x.pre === "boolean" &&
+        isIndex(x.lastIndex) &&
+        isIndex(x.lastTerm) &&
+        (x.down === undefined ||
+          (typeof x.down === "object" &&
+            x.down !== null &&
+            isId((x.down as Record<string, unknown>).leader) &&
+            isIndex((x.down as Record<string, unknown>).term)))
+      );
+    case "vote-r":
+      return typeof x.pre === "boolean" && typeof x.granted === "boolean";
+    case "app": {
+      if (!isIndex(x.prevIndex) || !isIndex(x.prevTerm) || !isIndex(x.commit)) return false;
+      const es = x.entries;
+      if (!Array.isArray(es) || es.length > MAX_ENTRIES_PER_MESSAGE || !es.every(isEntry)) return false;
+      // Consecutive, starting right after prevIndex, terms never going down.
+      return es.every(
+        (e, i) =>
+          e.index === (x.prevIndex as number) + 1 + i &&
+          e.term >= (i === 0 ? (x.prevTerm as number) : es[i - 1]!.term) &&
+          e.term <= (x.term as number),
+      );
+    }
+    case "app-r":
+      return typeof x.ok === "boolean" && isIndex(x.index) && isIndex(x.reject) && isIndex(x.hint);
+    case "hb":
+      return (
+        isIndex(x.commit) &&
+        isIndex(x.read) &&
+        Array.isArray(x.succ) &&
+        x.succ.length <= 64 &&
+        x.succ.every(isId)
+      );
+    case "hb-r":
+      return isIndex(x.read);
+    case "snap":
+      return isSnapshot(x.snapshot);
+    case "down":
+      return isId(x.leader);
+    default:
+      return false;
+  }
+}

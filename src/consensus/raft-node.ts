@@ -1,0 +1,301 @@
+import type { Logger } from "pino";
+import type { DurableStore } from "../durable/store.ts";
+import type { NodeId, Transport } from "../net/transport.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
+import type { Rng } from "../runtime/rng.ts";
+import { type Entry, type HardState, isRaftMessage, type Snapshot } from "./messages.ts";
+import { RaftCore } from "./raft-core.ts";
+import { RAFT_DEFAULTS, type RaftOptions, type Ready } from "./raft-types.ts";
+
+/** What Raft replicates into. Deterministic: every member applies the same entries to the same result. */
+export interface StateMachine {
+  /** Apply a committed entry; what it returns goes to the proposer. */
+  apply(entry: Entry): unknown;
+  /** Replace the whole state by a snapshot's data (`undefined`: the empty state). */
+  restore(data: unknown): void;
+  /** The current state, for a snapshot (must not change when the state changes later). */
+  snapshot(): unknown;
+}
+
+export interface RaftNodeOptions {
+  id: NodeId;
+  /** The voters of a new cluster (ignored once a configuration is stored). */
+  voters: readonly NodeId[];
+  transport: Transport;
+  clock: Clock;
+  rng: Rng;
+  store: DurableStore;
+  stateMachine: StateMachine;
+  raft?: Partial<RaftOptions>;
+  /** Compact the log into a snapshot once this many applied entries follow the last one. */
+  compactEvery?: number;
+  /**
+   * When a write becomes durable. Default: group commit — the writes of one event-loop turn are
+   * committed together right after it. The simulation passes a random delay (a crash before it
+   * loses the write).
+   */
+  commitDelay?: () => number;
+  logger?: Logger;
+  /** Every Ready, before the node performs it (simulation invariants). */
+  onReady?: (ready: Ready) => void;
+  onLeader?: (leader: NodeId | undefined, term: number) => void;
+}
+
+/** How a proposal or a read ended: an error, or the state machine's result. */
+export type Done = (error: Error | undefined, result?: unknown) => void;
+
+interface Proposal {
+  term: number;
+  done: Done;
+}
+
+const HARD = "hard";
+const SNAP = "snap";
+const entryKey = (i: number) => `e/${i.toString().padStart(16, "0")}`;
+
+/**
+ * A Raft member on a transport, a clock and a durable store: the host of `RaftCore`. It writes what
+ * each Ready says (group commit), holds back what must wait for durability, applies committed
+ * entries to the state machine, answers proposals and reads, and compacts the log.
+ */
+export class RaftNode {
+  readonly core: RaftCore;
+  private readonly sm: StateMachine;
+  private readonly proposals = new Map<number, Proposal>();
+  private readonly reads = new Map<number, { done: Done; index?: number }>();
+  private readonly held: Array<{ seq: number; sends: Ready["sendDurable"] }> = [];
+  private readonly queue: Array<NonNullable<Ready["write"]>> = [];
+  private storedFirst = 0;
+  private storedLast = 0;
+  private durableSeq = 0;
+  private nextRead = 1;
+  private timer: { at: number; t: Timer } | undefined;
+  private flushing: Timer | undefined;
+  private off: (() => void) | undefined;
+  private stopped = false;
+  /** Frames that were not well-formed Raft messages (dropped). */
+  malformed = 0;
+
+  constructor(private readonly o: RaftNodeOptions) {
+    this.sm = o.stateMachine;
+    const data = o.store.load();
+    const hard = (data.get(HARD) as HardState | undefined) ?? { term: 0, vote: null };
+    const snapshot = data.get(SNAP) as Snapshot | undefined;
+    const entries: Entry[] = [];
+    for (const [k, v] of data) if (k.startsWith("e/")) entries.push(v as Entry);
+    entries.sort((a, b) => a.index - b.index);
+    this.storedFirst = entries[0]?.index ?? 0;
+    this.storedLast = entries.at(-1)?.index ?? 0;
+    this.core = new RaftCore(
+      o.id,
+      { ...RAFT_DEFAULTS, ...o.raft },
+      o.rng,
+      o.voters,
+      { hard, ...(snapshot ? { snapshot } : {}), entries },
+      o.clock.now(),
+    );
+    this.sm.restore(snapshot?.data);
+  }
+
+  get id(): NodeId {
+    return this.o.id;
+  }
+
+  start(): void {
+    this.off = this.o.transport.on("message", (from, m) => {
+      if (typeof m !== "object" || m === null || (m as { p?: unknown }).p !== "raft") return;
+      if (!isRaftMessage(m)) {
+        this.malformed++;
+        return;
+      }
+      this.perform(this.core.receive(this.o.clock.now(), from, m));
+    });
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.off?.();
+    this.timer?.t.cancel();
+    this.flushing?.cancel();
+    const e = new FaultlineError(ErrorCode.Stopped, `raft member ${this.o.id} stopped`);
+    for (const p of this.proposals.values()) p.done(e);
+    for (const r of this.reads.values()) r.done(e);
+    this.proposals.clear();
+    this.reads.clear();
+  }
+
+  /**
+   * Replicate `data`; resolves with what the state machine's `apply` returned once it is applied
+   * here. Rejects with FL_NOT_LEADER at once on a follower, or later if another leader's entry
+   * took its place (then it was certainly not applied).
+   */
+  propose(data: unknown): Promise<unknown> {
+    return new Promise((resolve, reject) => this.submit(data, (e, r) => (e ? reject(e) : resolve(r))));
+  }
+
+  /** `propose` with a callback (called synchronously with FL_NOT_LEADER on a follower). */
+  submit(data: unknown, done: Done): void {
+    let started: ReturnType<RaftCore["propose"]>;
+    try {
+      started = this.core.propose(this.o.clock.now(), [data]);
+    } catch (e) {
+      done(e as Error);
+      return;
+    }
+    this.proposals.set(started.index, { term: started.term, done });
+    this.perform(started.ready);
+  }
+
+  /** Resolves once the local state machine may serve a linearizable read (ReadIndex). Leader only. */
+  read(): Promise<void> {
+    return new Promise((resolve, reject) => this.readThen((e) => (e ? reject(e) : resolve())));
+  }
+
+  /** `read` with a callback. */
+  readThen(done: Done): void {
+    const id = this.nextRead++;
+    let ready: Ready;
+    try {
+      ready = this.core.read(this.o.clock.now(), [id]);
+    } catch (e) {
+      done(e as Error);
+      return;
+    }
+    this.reads.set(id, { done });
+    this.perform(ready);
+  }
+
+  /** The detector's word about the leader (see RaftCore.leaderDown). */
+  leaderDown(leader: NodeId, certain: boolean): void {
+    this.perform(this.core.leaderDown(this.o.clock.now(), leader, certain));
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private perform(r: Ready): void {
+    if (this.stopped) return;
+    this.o.onReady?.(r);
+    if (r.write) {
+      this.queue.push(r.write);
+      this.scheduleCommit();
+    }
+    for (const s of r.send) this.o.transport.send(s.to, s.msg);
+    if (r.sendDurable.length) {
+      if (r.durableSeq <= this.durableSeq) for (const s of r.sendDurable) this.o.transport.send(s.to, s.msg);
+      else this.held.push({ seq: r.durableSeq, sends: r.sendDurable });
+    }
+    if (r.applySnapshot) {
+      this.sm.restore(r.applySnapshot.data);
+      const e = new FaultlineError(ErrorCode.Aborted, "replaced by a snapshot: the outcome is unknown");
+      for (const [i, p] of this.proposals) {
+        if (i <= r.applySnapshot.meta.index) {
+          this.proposals.delete(i);
+          p.done(e);
+        }
+      }
+    }
+    for (const e of r.apply) {
+      const result = this.sm.apply(e);
+      const p = this.proposals.get(e.index);
+      if (!p) continue;
+      this.proposals.delete(e.index);
+      if (p.term === e.term) p.done(undefined, result);
+      else
+        p.done(new FaultlineError(ErrorCode.NotLeader, "another leader's entry took this proposal's place"));
+    }
+    for (const { id, index } of r.reads) {
+      const w = this.reads.get(id);
+      if (w) w.index = index;
+    }
+    for (const id of r.readsFailed) {
+      this.reads
+        .get(id)
+        ?.done(new FaultlineError(ErrorCode.NotLeader, "leadership lost before the read was confirmed"));
+      this.reads.delete(id);
+    }
+    this.answerReads();
+    if (r.leader) this.o.onLeader?.(r.leader.id, r.leader.term);
+    this.maybeCompact();
+    this.schedule();
+  }
+
+  private answerReads(): void {
+    for (const [id, w] of this.reads) {
+      if (w.index !== undefined && w.index <= this.core.applied) {
+        this.reads.delete(id);
+        w.done(undefined);
+      }
+    }
+  }
+
+  private maybeCompact(): void {
+    const every = this.o.compactEvery ?? 10_000;
+    if (this.core.applied - this.core.log.snapshotIndex < every) return;
+    this.perform(this.core.compact(this.core.applied, this.sm.snapshot()));
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const at = this.core.wakeAt();
+    if (this.timer && this.timer.at <= at) return;
+    this.timer?.t.cancel();
+    const now = this.o.clock.now();
+    const t = this.o.clock.setTimer(Math.max(0, at - now), () => {
+      this.timer = undefined;
+      this.perform(this.core.tick(this.o.clock.now()));
+    });
+    this.timer = { at, t };
+  }
+
+  private scheduleCommit(): void {
+    if (this.o.commitDelay) {
+      // Simulation: each write becomes durable after its own delay, in order.
+      const w = this.queue.at(-1)!;
+      this.o.clock.setTimer(this.o.commitDelay(), () => this.commitUpTo(w.seq));
+      return;
+    }
+    if (this.flushing) return;
+    this.flushing = this.o.clock.setTimer(0, () => {
+      this.flushing = undefined;
+      const last = this.queue.at(-1);
+      if (last) this.commitUpTo(last.seq);
+    });
+  }
+
+  /** Commit every queued write up to `seq` in one batch, then release what waited for it. */
+  private commitUpTo(seq: number): void {
+    if (this.stopped || seq <= this.durableSeq) return;
+    const batch = new Map<string, unknown>();
+    while (this.queue.length && this.queue[0]!.seq <= seq) {
+      const w = this.queue.shift()!;
+      if (w.snapshot) {
+        batch.set(SNAP, w.snapshot);
+        for (let i = this.storedFirst; i && i <= Math.min(w.snapshot.meta.index, this.storedLast); i++) {
+          batch.set(entryKey(i), undefined);
+        }
+        if (this.storedFirst && this.storedFirst <= w.snapshot.meta.index)
+          this.storedFirst = w.snapshot.meta.index + 1;
+        if (this.storedLast < this.storedFirst) this.storedFirst = this.storedLast = 0;
+      }
+      for (const e of w.entries) {
+        batch.set(entryKey(e.index), e);
+        if (!this.storedFirst) this.storedFirst = e.index;
+        this.storedLast = Math.max(this.storedLast, e.index);
+      }
+      if (w.truncate) {
+        for (let i = w.lastIndex + 1; i <= this.storedLast; i++) batch.set(entryKey(i), undefined);
+        this.storedLast = Math.min(this.storedLast, w.lastIndex);
+        if (this.storedLast < this.storedFirst) this.storedFirst = this.storedLast = 0;
+      }
+      if (w.hard) batch.set(HARD, w.hard);
+    }
+    this.o.store.commit(batch);
+    this.durableSeq = seq;
+    while (this.held.length && this.held[0]!.seq <= seq) {
+      for (const s of this.held.shift()!.sends) this.o.transport.send(s.to, s.msg);
+    }
+    this.perform(this.core.durable(this.o.clock.now(), seq));
+  }
+}

@@ -1,0 +1,194 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { Entry, RaftMessage } from "../../src/consensus/messages.ts";
+import { RaftCore } from "../../src/consensus/raft-core.ts";
+import { RaftLog } from "../../src/consensus/raft-log.ts";
+import { RAFT_DEFAULTS, type RaftRestore, type Ready } from "../../src/consensus/raft-types.ts";
+import { createRng } from "../../src/runtime/rng.ts";
+import {
+  checkLinearizable,
+  type Operation,
+  type RegisterInput,
+  type RegisterOutput,
+  registerModel,
+} from "../../src/sim/linearizability.ts";
+
+const ids = ["a", "b", "c"];
+const core = (id: string, restore?: RaftRestore) =>
+  new RaftCore(id, { ...RAFT_DEFAULTS, preVote: false }, createRng(id.charCodeAt(0)), ids, restore, 0);
+const msgsTo = (r: Ready, to: string, durable = false) =>
+  (durable ? r.sendDurable : r.send).filter((s) => s.to === to).map((s) => s.msg);
+
+describe("RaftCore: what may leave before it is durable", () => {
+  it("a candidate's own vote counts only once durable; a crash before that cannot make two leaders in a term", () => {
+    const a = core("a");
+    const b = core("b");
+    const c = core("c");
+    const ra = a.tick(10_000);
+    expect(a.role).toBe("candidate");
+    expect(ra.write?.hard).toEqual({ term: 1, vote: "a" });
+    // The vote requests leave at once, in parallel with the write of the term and self-vote.
+    const [req] = msgsTo(ra, "b");
+    expect(req).toMatchObject({ t: "vote", term: 1, pre: false });
+    const rb = b.receive(1, "a", req!);
+    // b's grant waits for b's own write.
+    expect(msgsTo(rb, "a")).toEqual([]);
+    const [grant] = msgsTo(rb, "a", true);
+    expect(rb.durableSeq).toBe(rb.write!.seq);
+    a.receive(2, "b", grant!);
+    expect(a.role).toBe("candidate"); // a majority of two, but its own vote is not on disk yet
+    // a crashes now and restarts from what is durable: nothing. c stands in term 1 and a votes for it.
+    const a2 = core("a");
+    const rc = c.tick(10_000);
+    const rq = msgsTo(rc, "a")[0]!;
+    expect(rq).toMatchObject({ t: "vote", term: 1 });
+    const ra2 = a2.receive(3, "c", rq);
+    const g2 = msgsTo(ra2, "c", true)[0]!;
+    expect(g2).toMatchObject({ t: "vote-r", granted: true });
+    c.durable(4, rc.write!.seq);
+    c.receive(5, "a", g2);
+    expect(c.role).toBe("leader"); // the only leader of term 1
+    // Had a not crashed, its write would have made it leader once durable.
+    a.durable(6, ra.write!.seq);
+    expect(a.role).toBe("leader");
+  });
+
+  it("a follower acknowledges appended entries only after they are durable; the leader counts its own log once durable", () => {
+    const a = core("a");
+    const b = core("b");
+    const ra = a.tick(10_000);
+    const rb = b.receive(1, "a", msgsTo(ra, "b")[0]!);
+    a.durable(2, ra.write!.seq);
+    b.durable(2, rb.write!.seq);
+    const rl = a.receive(3, "b", msgsTo(rb, "a", true)[0]!);
+    expect(a.role).toBe("leader");
+    const app = msgsTo(rl, "b").find((m) => m.t === "app") as Extract<RaftMessage, { t: "app" }>;
+    expect(app.entries.map((e) => e.type)).toEqual(["noop"]);
+    const rf = b.receive(4, "a", app);
+    expect(msgsTo(rf, "a")).toEqual([]);
+    const ack = msgsTo(rf, "a", true)[0]!;
+    expect(ack).toMatchObject({ t: "app-r", ok: true, index: 1 });
+    expect(rf.durableSeq).toBe(rf.write!.seq);
+    // b's ack alone (plus a's log, not yet durable) does not commit: a's noop write is pending.
+    const r1 = a.receive(5, "b", ack);
+    expect(a.commit).toBe(0);
+    expect(r1.apply).toEqual([]);
+    const r2 = a.durable(6, rl.write!.seq);
+    expect(a.commit).toBe(1);
+    expect(r2.apply.map((e) => e.index)).toEqual([1]);
+  });
+
+  it("never truncates a committed entry, and refuses votes for a log that is behind", () => {
+    const b = core("b", {
+      hard: { term: 2, vote: null },
+      entries: [
+        { index: 1, term: 1, type: "noop" },
+        { index: 2, term: 2, type: "normal", data: 1 },
+      ],
+    });
+    const r = b.receive(0, "c", { p: "raft", t: "vote", term: 3, pre: false, lastIndex: 5, lastTerm: 1 });
+    expect(msgsTo(r, "c", true)[0]).toMatchObject({ granted: false });
+  });
+});
+
+describe("RaftLog", () => {
+  it("merges appended entries: keeps matching ones, replaces from the first conflict", () => {
+    const e = (index: number, term: number): Entry => ({
+      index,
+      term,
+      type: "normal",
+      data: `${index}/${term}`,
+    });
+    const log = new RaftLog(undefined, [e(1, 1), e(2, 1), e(3, 2)]);
+    expect(log.merge([e(2, 1), e(3, 2)]).written).toEqual([]);
+    const m = log.merge([e(3, 3), e(4, 3)]);
+    expect(m.truncatedFrom).toBe(3);
+    expect(log.lastIndex()).toBe(4);
+    expect(log.term(3)).toBe(3);
+    log.compactTo(2, 1);
+    expect(log.term(1)).toBeUndefined();
+    expect(log.term(2)).toBe(1);
+    expect(log.slice(1, 10).map((x) => x.index)).toEqual([3, 4]);
+    expect(() => new RaftLog(undefined, [e(1, 1), e(3, 1)])).toThrow(/gap/);
+  });
+});
+
+type Op = Operation<RegisterInput, RegisterOutput>;
+
+describe("linearizability checker", () => {
+  it("accepts any history produced by a real sequential register, however its calls overlap", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            kind: fc.constantFrom("put", "get", "cas"),
+            v: fc.integer({ min: 0, max: 3 }),
+            pre: fc.integer({ min: 0, max: 5 }),
+            post: fc.integer({ min: 0, max: 5 }),
+            pending: fc.boolean(),
+          }),
+          { maxLength: 40 },
+        ),
+        (steps) => {
+          // Each operation takes effect at time 10·i; its call and return straddle that point.
+          let value: string | null = null;
+          const ops: Op[] = steps.map((s, i) => {
+            const t = 10 * i + 5;
+            let input: RegisterInput;
+            let output: RegisterOutput;
+            if (s.kind === "put") {
+              input = { key: "k", op: "put", value: `v${s.v}` };
+              value = `v${s.v}`;
+              output = null;
+            } else if (s.kind === "get") {
+              input = { key: "k", op: "get" };
+              output = value;
+            } else {
+              input = { key: "k", op: "cas", from: `v${s.v}`, to: `v${(s.v + 1) % 4}` };
+              output = value === `v${s.v}`;
+              if (output) value = `v${(s.v + 1) % 4}`;
+            }
+            return {
+              call: t - s.pre,
+              ret: s.pending && s.kind !== "get" ? undefined : t + s.post,
+              input,
+              output,
+            };
+          });
+          expect(checkLinearizable(registerModel, ops).ok).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("rejects a stale read and a lost write", () => {
+    const put = (v: string, call: number, ret: number): Op => ({
+      call,
+      ret,
+      input: { key: "k", op: "put", value: v },
+      output: null,
+    });
+    const get = (out: string | null, call: number, ret: number): Op => ({
+      call,
+      ret,
+      input: { key: "k", op: "get" },
+      output: out,
+    });
+    expect(checkLinearizable(registerModel, [put("1", 0, 1), put("2", 2, 3), get("1", 4, 5)]).ok).toBe(false);
+    expect(checkLinearizable(registerModel, [put("1", 0, 1), get(null, 2, 3)]).ok).toBe(false);
+    // Overlapping: either order is fine.
+    expect(checkLinearizable(registerModel, [put("1", 0, 10), put("2", 1, 9), get("1", 11, 12)]).ok).toBe(
+      true,
+    );
+    // A write that never returned may or may not have happened.
+    const pending: Op = {
+      call: 0,
+      ret: undefined,
+      input: { key: "k", op: "put", value: "p" },
+      output: undefined,
+    };
+    expect(checkLinearizable(registerModel, [pending, get(null, 1, 2), get("p", 3, 4)]).ok).toBe(true);
+    expect(checkLinearizable(registerModel, [pending, get("p", 1, 2), get(null, 3, 4)]).ok).toBe(false);
+  });
+});

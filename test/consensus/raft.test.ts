@@ -1,0 +1,204 @@
+import { describe, expect, it } from "vitest";
+import { isRaftMessage } from "../../src/consensus/messages.ts";
+import type { RaftOptions } from "../../src/consensus/raft-types.ts";
+import type { NodeId } from "../../src/net/transport.ts";
+import { type RaftSimNode, raftScenario, simRaftNode } from "../../src/sim/scenarios/raft.ts";
+import { Simulation } from "../../src/sim/simulation.ts";
+import { swarmInChunks } from "../fixtures/swarm.ts";
+
+/** A cluster of Raft members with register machines, on virtual time. */
+function cluster(n: number, raft: Partial<RaftOptions> = {}, seed = 7) {
+  const sim = new Simulation<RaftSimNode>({
+    seed,
+    nodes: n,
+    create: (ctx) => simRaftNode(ctx, {}, { raft: { heartbeatMs: 50, electionTimeoutMs: 500, ...raft } }),
+  });
+  sim.start();
+  const leader = (): [NodeId, RaftSimNode] | undefined => {
+    const ls = sim.live().filter(([id, x]) => x.raft.core.role === "leader" && sim.state(id) === "up");
+    return ls.length === 1 ? ls[0] : undefined;
+  };
+  const waitLeader = (within: number): [NodeId, RaftSimNode] => {
+    const until = sim.now() + within;
+    while (sim.now() < until) {
+      const l = leader();
+      if (l) return l;
+      sim.runFor(1);
+    }
+    throw new Error(`no single leader within ${within} ms`);
+  };
+  const put = (node: RaftSimNode, key: string, value: string) => {
+    let result: string | undefined;
+    node.raft.submit({ key, op: "put", value }, (e) => {
+      result = e ? `error: ${e.message}` : "ok";
+    });
+    return () => result;
+  };
+  return { sim, leader, waitLeader, put };
+}
+
+describe("Raft (simulation)", () => {
+  it("elects one leader, replicates, and every member applies the same entries", () => {
+    const c = cluster(5);
+    const [, l] = c.waitLeader(2000);
+    const results = Array.from({ length: 50 }, (_, i) => c.put(l, `k${i % 5}`, `v${i}`));
+    c.sim.runFor(500);
+    expect(results.map((r) => r())).toEqual(Array(50).fill("ok"));
+    const applied = c.sim.live().map(([, n]) => n.raft.core.applied);
+    expect(new Set(applied).size).toBe(1);
+    for (const [, n] of c.sim.live())
+      expect(Object.fromEntries(n.kv.values)).toEqual(Object.fromEntries(l.kv.values));
+  });
+
+  it("a certain report of the leader's exit elects a successor within milliseconds; without one it takes the election timeout", () => {
+    for (const detector of [true, false]) {
+      const c = cluster(5);
+      const [lid] = c.waitLeader(2000);
+      c.sim.runFor(200); // heartbeats carry the succession order
+      const crashedAt = c.sim.now();
+      c.sim.crash(lid);
+      if (detector) {
+        c.sim.at(crashedAt + 2, "agent: leader exited", () => {
+          for (const [, n] of c.sim.live()) n.raft.leaderDown(lid, true);
+        });
+      }
+      const [next] = c.waitLeader(3000);
+      const took = c.sim.now() - crashedAt;
+      expect(next).not.toBe(lid);
+      if (detector)
+        expect(took).toBeLessThan(10); // 2 ms report + pre-vote + vote + durable writes
+      else expect(took).toBeGreaterThanOrEqual(500); // the fallback: no vote while the lease lasts
+    }
+  });
+
+  it("a follower cut off from the leader, suspecting it, does not depose it (route failure is not failover)", () => {
+    const c = cluster(5);
+    const [lid, l] = c.waitLeader(2000);
+    const term = l.raft.core.term;
+    const f = c.sim.ids.find((id) => id !== lid)!;
+    c.sim.network.partition([[lid], [f]]);
+    c.sim.at(c.sim.now() + 100, "f suspects its leader", () => c.sim.node(f)!.raft.leaderDown(lid, false));
+    c.sim.runFor(5000);
+    expect(c.leader()?.[0]).toBe(lid);
+    expect(l.raft.core.term).toBe(term);
+    const done = c.put(l, "x", "1");
+    c.sim.runFor(100);
+    expect(done()).toBe("ok");
+  });
+
+  it("a frozen leader that every follower suspects is replaced well before the election timeout", () => {
+    const c = cluster(5);
+    const [lid] = c.waitLeader(2000);
+    c.sim.runFor(200);
+    const at = c.sim.now();
+    c.sim.pause(lid);
+    c.sim.at(at + 100, "everyone suspects the leader", () => {
+      for (const [id, n] of c.sim.live()) if (id !== lid) n.raft.leaderDown(lid, false);
+    });
+    const [next] = c.waitLeader(3000);
+    expect(next).not.toBe(lid);
+    expect(c.sim.now() - at).toBeLessThan(120);
+    // Resumed, the old leader learns the new term and follows.
+    c.sim.resume(lid);
+    c.sim.runFor(200);
+    expect(c.sim.node(lid)!.raft.core.role).toBe("follower");
+    expect(c.sim.node(lid)!.raft.core.leader).toBe(next);
+  });
+
+  it("a leader cut off with a minority cannot commit or serve reads; the majority elects another", () => {
+    const c = cluster(5);
+    const [lid, l] = c.waitLeader(2000);
+    const others = c.sim.ids.filter((id) => id !== lid);
+    c.sim.network.partition([[lid, others[0]!], others.slice(1)]);
+    const write = c.put(l, "k", "lost?");
+    let read: string | undefined;
+    l.raft.readThen((e) => {
+      read = e ? e.message : "served";
+    });
+    c.sim.runFor(3000);
+    expect(write()).toBeUndefined();
+    expect(read).toMatch(/leadership lost/);
+    expect(l.raft.core.role).not.toBe("leader"); // check-quorum stepped it down
+    const [next] = c.waitLeader(10);
+    expect(others.slice(1)).toContain(next);
+  });
+
+  it("membership: removes a voter, then adds it back, one change at a time", () => {
+    const c = cluster(5);
+    const [lid, l] = c.waitLeader(2000);
+    const gone = c.sim.ids.find((id) => id !== lid)!;
+    const without = c.sim.ids.filter((id) => id !== gone);
+    const r1 = l.raft.core.proposeConfig(c.sim.now(), without);
+    expect(() => l.raft.core.proposeConfig(c.sim.now(), c.sim.ids)).toThrow(/still uncommitted/);
+    c.sim.runFor(200);
+    expect(l.raft.core.commit).toBeGreaterThanOrEqual(r1.index);
+    expect([...l.raft.core.voters()].sort()).toEqual(without);
+    expect(() => l.raft.core.proposeConfig(c.sim.now(), without.slice(1, 3))).toThrow(/exactly one/);
+    // Four voters: quorum 3. Crash two others: no progress.
+    l.raft.core.proposeConfig(c.sim.now(), c.sim.ids);
+    c.sim.runFor(200);
+    expect([...l.raft.core.voters()].sort()).toEqual([...c.sim.ids].sort());
+    for (const [, n] of c.sim.live()) expect([...n.raft.core.voters()].sort()).toEqual([...c.sim.ids].sort());
+  });
+
+  it("a whole-cluster restart keeps every committed entry and the vote", () => {
+    const c = cluster(3);
+    const [, l] = c.waitLeader(2000);
+    const results = Array.from({ length: 20 }, (_, i) => c.put(l, "k", `v${i}`));
+    c.sim.runFor(300);
+    expect(results.every((r) => r() === "ok")).toBe(true);
+    const before = c.sim.live().map(([id, n]) => [id, n.raft.core.term, n.raft.core.log.lastIndex()]);
+    for (const id of c.sim.ids) c.sim.crash(id);
+    for (const id of c.sim.ids) c.sim.restart(id);
+    for (const [id, term, last] of before) {
+      const n = c.sim.node(id as string)!;
+      expect(n.raft.core.term).toBe(term);
+      expect(n.raft.core.log.lastIndex()).toBeGreaterThanOrEqual(last as number);
+    }
+    const [, l2] = c.waitLeader(3000);
+    c.sim.runFor(300);
+    expect(l2.kv.values.get("k")).toBe("v19");
+  });
+
+  it("drops malformed and forged Raft messages without changing state", () => {
+    const c = cluster(3);
+    const [lid, l] = c.waitLeader(2000);
+    const term = l.raft.core.term;
+    const f = c.sim.ids.find((id) => id !== lid)!;
+    const bad: unknown[] = [
+      { p: "raft", t: "app", term: term + 5, prevIndex: -1, prevTerm: 0, entries: [], commit: 0 },
+      {
+        p: "raft",
+        t: "app",
+        term,
+        prevIndex: 0,
+        prevTerm: 0,
+        entries: [{ index: 3, term, type: "normal" }],
+        commit: 0,
+      },
+      { p: "raft", t: "vote", term: "9", pre: false, lastIndex: 0, lastTerm: 0 },
+      { p: "raft", t: "snap", term: term + 1, snapshot: { meta: { index: 1, term: 1, voters: [] } } },
+      { p: "raft", t: "what" },
+    ];
+    for (const m of bad) expect(isRaftMessage(m)).toBe(false);
+    for (const m of bad) c.sim.transport(f).send(lid, m);
+    c.sim.runFor(100);
+    expect(l.raft.malformed).toBe(bad.length);
+    expect(l.raft.core.term).toBe(term);
+    expect(l.raft.core.role).toBe("leader");
+  });
+});
+
+describe("Raft swarm", () => {
+  it("500 seeds of random faults (3 and 5 members): safety after every step, linearizable histories", async () => {
+    const five = await swarmInChunks(raftScenario, { seeds: 300, nodes: 5, durationMs: 10_000 });
+    const three = await swarmInChunks(raftScenario, { seeds: 200, nodes: 3, durationMs: 10_000 });
+    expect([...five.failures, ...three.failures]).toEqual([]);
+    const sum = (k: string) => (five.stats[k] ?? 0) + (three.stats[k] ?? 0);
+    expect(sum("elections")).toBeGreaterThan(1000);
+    expect(sum("certainFailovers")).toBeGreaterThan(300);
+    expect(sum("crashesInWriteWindow")).toBeGreaterThan(300);
+    expect(sum("snapshotsSent")).toBeGreaterThan(500);
+    expect(sum("opsCompleted")).toBeGreaterThan(300_000);
+  }, 900_000);
+});
