@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { isFaultlineError } from "../runtime/errors.ts";
 import { registerAgent } from "./agent-command.ts";
+import { registerCoord } from "./coord-command.ts";
 import { registerNode } from "./node-command.ts";
 import { registerSim } from "./sim-command.ts";
 import { registerUp } from "./up-command.ts";
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   registerUp(program);
   registerNode(program);
   registerAgent(program);
+  registerCoord(program);
   registerWatch(program);
   registerSim(program);
   return program;

@@ -1,0 +1,426 @@
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import type { Logger } from "pino";
+import { silentLogger } from "../runtime/logger.ts";
+import { CoordFailure, type CoordMember, type Watcher } from "./member.ts";
+import type {
+  Bytes,
+  Command,
+  Compare,
+  DeleteRangeRequest,
+  KeyValue,
+  PutRequest,
+  RangeRequest,
+  RangeResponse,
+  RequestOp,
+  ResponseOp,
+  TxnRequest,
+  TxnResponse,
+  WatchEvent,
+} from "./types.ts";
+import { Status } from "./types.ts";
+
+/** Where faultline's etcd-compatible .proto files live (the package's proto/ folder). */
+export const PROTO_DIR = fileURLToPath(new URL("../../proto", import.meta.url));
+
+/** Who else is in the cluster, for MemberList and Status. */
+export interface ClusterInfo {
+  members: Array<{ id: string; clientUrl: string; peerUrl: string }>;
+  version: string;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: messages decoded by proto-loader are untyped
+type Pb = any;
+
+const toBytes = (b: unknown): Bytes =>
+  b === undefined || b === null
+    ? ""
+    : Buffer.isBuffer(b) || b instanceof Uint8Array
+      ? Buffer.from(b).toString("latin1")
+      : String(b);
+const fromBytes = (s: Bytes): Buffer => Buffer.from(s, "latin1");
+const num = (v: unknown): number => (v === undefined || v === null || v === "" ? 0 : Number(v));
+
+/** A stable 64-bit id for a member name (FNV-1a), as etcd shows member ids. */
+export function memberId(name: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const c of Buffer.from(name)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
+  return h.toString();
+}
+
+const hex = (id: string) => BigInt(id).toString(16);
+
+function pbKv(kv: KeyValue): Pb {
+  return {
+    key: fromBytes(kv.key),
+    create_revision: kv.create_revision,
+    mod_revision: kv.mod_revision,
+    version: kv.version,
+    value: fromBytes(kv.value),
+    lease: kv.lease,
+  };
+}
+
+function rangeReq(r: Pb): RangeRequest {
+  return {
+    key: toBytes(r.key),
+    range_end: toBytes(r.range_end),
+    limit: num(r.limit),
+    revision: num(r.revision),
+    sort_order: num(r.sort_order),
+    sort_target: num(r.sort_target),
+    serializable: !!r.serializable,
+    keys_only: !!r.keys_only,
+    count_only: !!r.count_only,
+    min_mod_revision: num(r.min_mod_revision),
+    max_mod_revision: num(r.max_mod_revision),
+    min_create_revision: num(r.min_create_revision),
+    max_create_revision: num(r.max_create_revision),
+  };
+}
+
+function putReq(p: Pb): PutRequest {
+  return {
+    key: toBytes(p.key),
+    value: toBytes(p.value),
+    lease: num(p.lease),
+    prev_kv: !!p.prev_kv,
+    ignore_value: !!p.ignore_value,
+    ignore_lease: !!p.ignore_lease,
+  };
+}
+
+function delReq(d: Pb): DeleteRangeRequest {
+  return { key: toBytes(d.key), range_end: toBytes(d.range_end), prev_kv: !!d.prev_kv };
+}
+
+function compare(c: Pb): Compare {
+  return {
+    result: num(c.result),
+    target: num(c.target),
+    key: toBytes(c.key),
+    range_end: toBytes(c.range_end),
+    version: num(c.version),
+    create_revision: num(c.create_revision),
+    mod_revision: num(c.mod_revision),
+    value: toBytes(c.value),
+    lease: num(c.lease),
+  };
+}
+
+function requestOp(o: Pb): RequestOp {
+  if (o.request_range) return { request_range: rangeReq(o.request_range) };
+  if (o.request_put) return { request_put: putReq(o.request_put) };
+  if (o.request_delete_range) return { request_delete_range: delReq(o.request_delete_range) };
+  if (o.request_txn) return { request_txn: txnReq(o.request_txn) };
+  throw new CoordFailure(Status.InvalidArgument, "etcdserver: a transaction operation names no request");
+}
+
+function txnReq(t: Pb): TxnRequest {
+  return {
+    compare: (t.compare ?? []).map(compare),
+    success: (t.success ?? []).map(requestOp),
+    failure: (t.failure ?? []).map(requestOp),
+  };
+}
+
+function pbRange(r: RangeResponse): Pb {
+  return { kvs: r.kvs.map(pbKv), more: r.more, count: r.count };
+}
+
+function pbResponseOp(o: ResponseOp): Pb {
+  if (o.response_range) return { response_range: pbRange(o.response_range) };
+  if (o.response_put)
+    return { response_put: o.response_put.prev_kv ? { prev_kv: pbKv(o.response_put.prev_kv) } : {} };
+  if (o.response_delete_range) {
+    return {
+      response_delete_range: {
+        deleted: o.response_delete_range.deleted,
+        prev_kvs: o.response_delete_range.prev_kvs.map(pbKv),
+      },
+    };
+  }
+  return { response_txn: pbTxn(o.response_txn!) };
+}
+
+function pbTxn(t: TxnResponse): Pb {
+  return { succeeded: t.succeeded, responses: t.responses.map(pbResponseOp) };
+}
+
+function pbEvent(e: WatchEvent): Pb {
+  return {
+    type: e.type === "put" ? 0 : 1,
+    kv: pbKv(e.kv),
+    ...(e.prev_kv ? { prev_kv: pbKv(e.prev_kv) } : {}),
+  };
+}
+
+/**
+ * etcd's v3 gRPC API (KV, Watch, Lease, Cluster.MemberList, Maintenance.Status) over a
+ * coordination member, so that etcdctl and etcd client libraries work unchanged. What faultline
+ * does not serve answers UNIMPLEMENTED with a message, never a hang.
+ */
+export class CoordGrpcServer {
+  private readonly server = new grpc.Server();
+  private readonly log: Logger;
+  private readonly self: string;
+  private readonly clusterId: string;
+
+  constructor(
+    private readonly member: CoordMember,
+    private readonly cluster: ClusterInfo,
+    logger?: Logger,
+  ) {
+    this.log = logger ?? silentLogger();
+    this.self = memberId(member.id);
+    this.clusterId = memberId(
+      cluster.members
+        .map((m) => m.id)
+        .sort()
+        .join(","),
+    );
+    const def = protoLoader.loadSync(["etcdserverpb/rpc.proto"], {
+      includeDirs: [PROTO_DIR],
+      keepCase: true,
+      longs: String,
+      enums: Number,
+      defaults: true,
+      oneofs: true,
+    });
+    const pkg = grpc.loadPackageDefinition(def) as Pb;
+    const svc = pkg.etcdserverpb;
+    this.server.addService(svc.KV.service, this.kv());
+    this.server.addService(svc.Watch.service, { Watch: (call: Pb) => this.watch(call) });
+    this.server.addService(svc.Lease.service, this.lease());
+    this.server.addService(svc.Cluster.service, this.clusterService());
+    this.server.addService(svc.Maintenance.service, this.maintenance());
+  }
+
+  /** Listen on `host:port` (port 0: any); resolves with the port. */
+  listen(address: string): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, port) =>
+        e ? reject(e) : resolve(port),
+      ),
+    );
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.tryShutdown(() => resolve());
+      // Streams (watches, keep-alives) would hold a graceful shutdown open: end them.
+      setTimeout(() => this.server.forceShutdown(), 200).unref(); // real-io: server shutdown grace
+    });
+  }
+
+  private header(revision: number): Pb {
+    return {
+      cluster_id: this.clusterId,
+      member_id: this.self,
+      revision: revision || this.member.mvcc.revision,
+      raft_term: this.member.raft.core.term,
+    };
+  }
+
+  /** Run `fn` and answer the unary call with its result, or with its error as a gRPC status. */
+  private unary(fn: (req: Pb, call: Pb) => Promise<Pb>) {
+    return (call: Pb, cb: grpc.sendUnaryData<Pb>) => {
+      fn(call.request, call).then(
+        (res) => cb(null, res),
+        (e: unknown) => cb(this.status(e)),
+      );
+    };
+  }
+
+  private status(e: unknown): Partial<grpc.ServiceError> {
+    if (e instanceof CoordFailure) return { code: e.grpc, details: e.message };
+    this.log.warn({ err: e }, "coord request failed");
+    return { code: grpc.status.UNAVAILABLE, details: `etcdserver: ${(e as Error)?.message ?? String(e)}` };
+  }
+
+  private unimplemented(service: string, method: string, why: string) {
+    return (_call: Pb, cb: grpc.sendUnaryData<Pb>) =>
+      cb({
+        code: grpc.status.UNIMPLEMENTED,
+        details: `faultline does not serve ${service}.${method}: ${why}`,
+      });
+  }
+
+  private kv() {
+    return {
+      Range: this.unary(async (r) => {
+        const res = await this.member.range(rangeReq(r));
+        return { header: this.header(res.revision), ...pbRange(res.value as RangeResponse) };
+      }),
+      Put: this.unary(async (p) => {
+        const res = await this.member.write({ c: "put", req: putReq(p) });
+        const v = res.value as { prev_kv?: KeyValue };
+        return { header: this.header(res.revision), ...(v.prev_kv ? { prev_kv: pbKv(v.prev_kv) } : {}) };
+      }),
+      DeleteRange: this.unary(async (d) => {
+        const res = await this.member.write({ c: "del", req: delReq(d) });
+        const v = res.value as { deleted: number; prev_kvs: KeyValue[] };
+        return { header: this.header(res.revision), deleted: v.deleted, prev_kvs: v.prev_kvs.map(pbKv) };
+      }),
+      Txn: this.unary(async (t) => {
+        const res = await this.member.write({ c: "txn", req: txnReq(t) });
+        return { header: this.header(res.revision), ...pbTxn(res.value as TxnResponse) };
+      }),
+      Compact: this.unary(async (c) => {
+        const res = await this.member.write({ c: "compact", revision: num(c.revision) } satisfies Command);
+        return { header: this.header(res.revision) };
+      }),
+    };
+  }
+
+  private watch(call: Pb): void {
+    const cancels = new Map<string, () => void>();
+    let nextId = 0;
+    const write = (m: Pb) => {
+      if (!call.cancelled && call.writable !== false) call.write(m);
+    };
+    call.on("data", (req: Pb) => {
+      if (req.create_request) {
+        const c = req.create_request;
+        let id = num(c.watch_id);
+        if (!id) {
+          while (cancels.has(String(nextId))) nextId++;
+          id = nextId++;
+        }
+        const noPut = (c.filters ?? []).includes(0);
+        const noDelete = (c.filters ?? []).includes(1);
+        const w: Watcher = {
+          key: toBytes(c.key),
+          end: toBytes(c.range_end) || undefined,
+          prevKv: !!c.prev_kv,
+          next: 0,
+          send: (rev, events) => {
+            const kept = events.filter(
+              (e) => !(noPut && e.type === "put") && !(noDelete && e.type === "delete"),
+            );
+            if (kept.length) write({ header: this.header(rev), watch_id: id, events: kept.map(pbEvent) });
+          },
+          compacted: (rev) =>
+            write({
+              header: this.header(0),
+              watch_id: id,
+              canceled: true,
+              compact_revision: rev,
+              cancel_reason: "etcdserver: mvcc: required revision has been compacted",
+            }),
+        };
+        write({ header: this.header(0), watch_id: id, created: true });
+        cancels.set(String(id), this.member.watch(w, num(c.start_revision)));
+      } else if (req.cancel_request) {
+        const id = String(num(req.cancel_request.watch_id));
+        cancels.get(id)?.();
+        cancels.delete(id);
+        write({ header: this.header(0), watch_id: id, canceled: true });
+      } else if (req.progress_request) {
+        write({ header: this.header(0), watch_id: -1 });
+      }
+    });
+    const end = () => {
+      for (const c of cancels.values()) c();
+      cancels.clear();
+    };
+    call.on("end", () => {
+      end();
+      call.end();
+    });
+    call.on("error", end);
+    call.on("cancelled", end);
+  }
+
+  private lease() {
+    return {
+      LeaseGrant: this.unary(async (r, call) => {
+        const owner = call.metadata?.get("faultline-owner")?.[0];
+        const res = await this.member.leaseGrant(num(r.ID), num(r.TTL), owner ? String(owner) : undefined);
+        return { header: this.header(res.revision), ID: res.id, TTL: res.ttl };
+      }),
+      LeaseRevoke: this.unary(async (r) => {
+        const res = await this.member.leaseRevoke(num(r.ID));
+        return { header: this.header(res.revision) };
+      }),
+      LeaseKeepAlive: (call: Pb) => {
+        call.on("data", (r: Pb) => {
+          const id = num(r.ID);
+          this.member.leaseKeepAlive(id).then(
+            (ttl) => call.write({ header: this.header(0), ID: id, TTL: ttl }),
+            (e: unknown) => {
+              // etcd answers a keep-alive for an unknown lease with TTL 0, not an error.
+              if (e instanceof CoordFailure && e.grpc === Status.NotFound)
+                call.write({ header: this.header(0), ID: id, TTL: 0 });
+              else call.destroy(Object.assign(new Error((e as Error).message), this.status(e)));
+            },
+          );
+        });
+        call.on("end", () => call.end());
+      },
+      LeaseTimeToLive: this.unary(async (r) => {
+        const t = await this.member.leaseTimeToLive(num(r.ID));
+        return {
+          header: this.header(0),
+          ID: num(r.ID),
+          TTL: t.ttl,
+          grantedTTL: t.granted,
+          keys: r.keys ? t.keys.map(fromBytes) : [],
+        };
+      }),
+      LeaseLeases: this.unary(async () => ({
+        header: this.header(0),
+        leases: this.member.leaseIds().map((ID) => ({ ID })),
+      })),
+    };
+  }
+
+  private clusterService() {
+    const why = "the members are fixed at start (faultline coord --peers)";
+    return {
+      MemberList: this.unary(async () => ({
+        header: this.header(0),
+        members: this.cluster.members.map((m) => ({
+          ID: memberId(m.id),
+          name: m.id,
+          peerURLs: [m.peerUrl],
+          clientURLs: [m.clientUrl],
+          isLearner: false,
+        })),
+      })),
+      MemberAdd: this.unimplemented("Cluster", "MemberAdd", why),
+      MemberRemove: this.unimplemented("Cluster", "MemberRemove", why),
+      MemberUpdate: this.unimplemented("Cluster", "MemberUpdate", why),
+      MemberPromote: this.unimplemented("Cluster", "MemberPromote", why),
+    };
+  }
+
+  private maintenance() {
+    const why = "not part of faultline's coordination service";
+    return {
+      Status: this.unary(async () => {
+        const core = this.member.raft.core;
+        return {
+          header: this.header(0),
+          version: this.cluster.version,
+          dbSize: 0,
+          leader: core.leader ? memberId(core.leader) : "0",
+          raftIndex: core.log.lastIndex(),
+          raftTerm: core.term,
+          raftAppliedIndex: core.applied,
+          errors: [],
+          dbSizeInUse: 0,
+          isLearner: false,
+        };
+      }),
+      Alarm: this.unary(async () => ({ header: this.header(0), alarms: [] })),
+      Defragment: this.unimplemented("Maintenance", "Defragment", why),
+      Hash: this.unimplemented("Maintenance", "Hash", why),
+      HashKV: this.unimplemented("Maintenance", "HashKV", why),
+      MoveLeader: this.unimplemented("Maintenance", "MoveLeader", why),
+    };
+  }
+}
+
+export { hex as memberIdHex };
