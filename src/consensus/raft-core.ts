@@ -112,7 +112,7 @@ export class RaftCore {
   /** When `tick` must next run. */
   wakeAt(): number {
     if (this.role === "leader") return Math.min(this.heartbeatAt, this.quorumCheckAt);
-    return Math.min(this.electionAt, this.campaignAt);
+    return Math.min(this.electionAt, this.campaignAt, this.suspectAt());
   }
 
   // ---- inputs -------------------------------------------------------------------------------
@@ -121,12 +121,31 @@ export class RaftCore {
     if (this.role === "leader") {
       if (now >= this.quorumCheckAt) this.checkQuorum(now);
       if (this.role === "leader" && now >= this.heartbeatAt) this.heartbeat(now);
-    } else if (now >= this.campaignAt || now >= this.electionAt) {
+    } else {
+      if (now >= this.suspectAt() && this.leader !== undefined) {
+        // Silence from the leader: suspect it, as a detector would.
+        this.leaderSuspected = true;
+        this.scheduleCampaign(now);
+      }
+      if (now < this.campaignAt && now < this.electionAt) return this.flush();
       this.campaignAt = Number.POSITIVE_INFINITY;
       if (this.isVoter()) this.campaign(now, this.options.preVote);
       else this.resetElection(now);
     }
     return this.flush();
+  }
+
+  /** When silence from the leader makes this follower suspect it. */
+  private suspectAt(): number {
+    if (
+      !this.options.suspectAfterMs ||
+      this.leader === undefined ||
+      this.leaderSuspected ||
+      this.role !== "follower"
+    ) {
+      return Number.POSITIVE_INFINITY;
+    }
+    return this.leaderHeardAt + this.options.suspectAfterMs;
   }
 
   /** Propose entries (leader only). Returns the index of the first, or throws NotLeader. */

@@ -23,6 +23,12 @@ export interface RaftOptions {
    * leader's succession order (most up-to-date first) stands after k × staggerMs.
    */
   staggerMs: number;
+  /**
+   * A follower that has heard nothing from its leader for this long suspects it (as it would on a
+   * detector's suspicion): it stops defending the leader's lease and tries a pre-vote, which wins
+   * only if a majority has stopped hearing the leader too. 0: never (only the election timeout).
+   */
+  suspectAfterMs: number;
 }
 
 export const RAFT_DEFAULTS: RaftOptions = {
@@ -33,6 +39,7 @@ export const RAFT_DEFAULTS: RaftOptions = {
   maxInflight: 64,
   maxBatch: 256,
   staggerMs: 4,
+  suspectAfterMs: 200,
 };
 
 export type Role = "follower" | "pre-candidate" | "candidate" | "leader";

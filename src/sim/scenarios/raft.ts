@@ -78,7 +78,7 @@ export function simRaftNode(
     stateMachine: kv,
     compactEvery: o.compactEvery ?? 64,
     // Faster than the defaults, so that a short run sees many elections.
-    raft: { heartbeatMs: 20, electionTimeoutMs: 150, ...o.raft },
+    raft: { heartbeatMs: 20, electionTimeoutMs: 150, suspectAfterMs: 80, ...o.raft },
     commitDelay: () => disk.range(0.05, 2),
     logger: ctx.logger,
     onReady: (r) => hooks.onReady?.(ctx.id, node!, r),
