@@ -1,4 +1,5 @@
 // npm run bench [-- --quick]: every benchmark, each beside its baseline measured in the same run.
+import { benchCoord } from "./coord.ts";
 import { benchDetect } from "./detect.ts";
 import { benchDurable } from "./durable.ts";
 import { benchFuse } from "./fuse.ts";
@@ -35,4 +36,8 @@ if (want("durable")) {
 if (want("fuse")) {
   console.log("\n## FUSE groups\n");
   console.log(await benchFuse(quick));
+}
+if (want("coord")) {
+  console.log("\n## Coordination service\n");
+  console.log(await benchCoord(quick));
 }

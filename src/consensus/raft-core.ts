@@ -65,6 +65,7 @@ export class RaftCore {
   private heartbeatAt = 0;
   private quorumCheckAt = 0;
   private campaignAt = Number.POSITIVE_INFINITY;
+  private campaignedAt = Number.NEGATIVE_INFINITY;
   private leaderHeardAt = Number.NEGATIVE_INFINITY;
   private leaderDownKnown = false;
   private leaderSuspected = false;
@@ -316,13 +317,18 @@ export class RaftCore {
     return now - this.leaderHeardAt < this.options.electionTimeoutMs;
   }
 
+  /** A node's place in the succession order the leader last sent (unknown ones after, by id). */
+  private rank(id: NodeId): number {
+    const r = this.succ.indexOf(id);
+    return r >= 0 ? r : this.succ.length + Math.max(0, this.voterSet.indexOf(id));
+  }
+
   private scheduleCampaign(now: number): void {
-    const rank = this.succ.indexOf(this.id);
-    const k = rank >= 0 ? rank : this.succ.length + Math.max(0, this.voterSet.indexOf(this.id));
-    this.campaignAt = Math.min(this.campaignAt, now + k * this.options.staggerMs);
+    this.campaignAt = Math.min(this.campaignAt, now + this.rank(this.id) * this.options.staggerMs);
   }
 
   private campaign(now: number, pre: boolean): void {
+    this.campaignedAt = now;
     this.resetElection(now);
     this.votes.clear();
     const down =
@@ -339,6 +345,12 @@ export class RaftCore {
       this.setLeader(undefined);
     }
     this.votes.set(this.id, true);
+    // While the leader is known or suspected gone, a round that stalls (a voter still defending
+    // the leader's lease a moment ago, a lost message) is retried after a heartbeat, not after
+    // the election timeout.
+    if (this.leaderDownKnown || this.leaderSuspected) {
+      this.campaignAt = now + this.options.heartbeatMs + this.rank(this.id) * this.options.staggerMs;
+    }
     const term = pre ? this.term + 1 : this.term;
     for (const v of this.voterSet) {
       if (v === this.id) continue;
@@ -359,8 +371,18 @@ export class RaftCore {
   private onVote(now: number, from: NodeId, m: Msg<"vote">): void {
     const upToDate = this.log.isUpToDate(m.lastIndex, m.lastTerm);
     if (m.pre) {
-      const granted = m.term > this.term && upToDate;
+      // Two followers that lost the leader at nearly the same moment both ask: a pre-candidate
+      // yields only to a better one (a longer log, or an equal log and a smaller id: an order
+      // every node agrees on) and asks again itself, so that one of them wins at once instead
+      // of both splitting the vote.
+      const rival = this.role === "pre-candidate" || this.role === "candidate";
+      const equal = m.lastTerm === this.log.lastTerm() && m.lastIndex === this.log.lastIndex();
+      const better = upToDate && (!equal || cmp(from, this.id) < 0);
+      const granted = m.term > this.term && upToDate && (!rival || better);
       this.send(from, { p: "raft", t: "vote-r", term: granted ? m.term : this.term, pre: true, granted });
+      // Ask again (at most once a millisecond: never a message storm).
+      if (rival && !granted && this.role === "pre-candidate" && now - this.campaignedAt >= 1)
+        this.campaign(now, true);
       return;
     }
     const granted = (this.vote === null || this.vote === from) && upToDate;

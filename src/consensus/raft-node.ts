@@ -174,8 +174,15 @@ export class RaftNode {
 
   // ---- internals ------------------------------------------------------------------------------
 
+  private lastRole = "";
+
   private perform(r: Ready): void {
     if (this.stopped) return;
+    const c = this.core;
+    if (c.role !== this.lastRole) {
+      this.lastRole = c.role;
+      this.o.logger?.debug({ role: c.role, term: c.term, leader: c.leader }, "raft role");
+    }
     this.o.onReady?.(r);
     if (r.write) {
       this.queue.push(r.write);

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -21,8 +23,15 @@ import type {
 } from "./types.ts";
 import { Status } from "./types.ts";
 
-/** Where faultline's etcd-compatible .proto files live (the package's proto/ folder). */
-export const PROTO_DIR = fileURLToPath(new URL("../../proto", import.meta.url));
+/**
+ * Where faultline's etcd-compatible .proto files live: the package's proto/ folder, found from
+ * this module whether it runs from src/coord or from a bundle under node_modules/.cache.
+ */
+export const PROTO_DIR =
+  ["../../proto", "../../../proto"]
+    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+    .find((dir) => existsSync(join(dir, "etcdserverpb", "rpc.proto"))) ??
+  fileURLToPath(new URL("../../proto", import.meta.url));
 
 /** Who else is in the cluster, for MemberList and Status. */
 export interface ClusterInfo {

@@ -79,7 +79,7 @@ export class CoordMember {
   private readonly watchers = new Set<Watcher>();
   private readonly waiting = new Map<
     number,
-    { done: (e: Error | undefined, v?: unknown) => void; timer: Timer }
+    { to: NodeId; done: (e: Error | undefined, v?: unknown) => void; timer: Timer }
   >();
   private nextFwd = 1;
   private ticker: Timer | undefined;
@@ -107,6 +107,10 @@ export class CoordMember {
         snapshot: () => structuredClone(this.mvcc.image()),
       },
       onLeader: (leader) => {
+        // Requests forwarded to a leader that is no longer one will not be answered: fail them
+        // now (the client retries) rather than at their timeout.
+        this.failForwards((to) => to !== leader);
+        o.logger?.info({ leader, term: this.raft.core.term }, "raft leader");
         if (leader === o.id) {
           // A new leader gives every lease a full TTL (etcd's promotion): nobody loses a lease
           // for the time it took to elect a leader.
@@ -139,11 +143,17 @@ export class CoordMember {
         this.o.monitor.subscribe({ recovered: false }, (r) => {
           const f = r as FailureReport;
           if (f.type !== "failure") return;
+          this.o.logger?.debug({ subject: f.subject, kind: f.kind, certainty: f.certainty }, "report");
           if (f.subject === this.raft.core.leader && f.subject !== this.o.id) {
             const certain =
               f.certainty === "certain" && (f.kind === "process-exit" || f.kind === "host-crash");
             if (certain || f.kind === "host-crash" || f.kind === "partition")
               this.raft.leaderDown(f.subject, certain);
+            if (certain) this.failForwards((to) => to === f.subject);
+            this.o.logger?.info(
+              { leader: f.subject, kind: f.kind, certainty: f.certainty, detector: f.detector },
+              "leader reported down",
+            );
           }
           if (f.certainty === "certain" && (f.kind === "process-exit" || f.kind === "host-crash"))
             this.ownerGone(f.subject);
@@ -248,7 +258,7 @@ export class CoordMember {
         this.waiting.delete(id);
         reject(new CoordFailure(Status.Unavailable, "etcdserver: request timed out"));
       });
-      this.waiting.set(id, { done: (e, v) => (e ? reject(e) : resolve(v)), timer });
+      this.waiting.set(id, { to: leader, done: (e, v) => (e ? reject(e) : resolve(v)), timer });
       this.o.transport.send(leader, { p: "coord", t: "fwd", id, req } satisfies CoordMessage);
     });
   }
@@ -332,6 +342,15 @@ export class CoordMember {
           : new CoordFailure(m.grpc ?? Status.Unavailable, m.message ?? "failed at the leader"),
         m.value,
       );
+    }
+  }
+
+  private failForwards(which: (to: NodeId) => boolean): void {
+    for (const [id, w] of this.waiting) {
+      if (!which(w.to)) continue;
+      this.waiting.delete(id);
+      w.timer.cancel();
+      w.done(new CoordFailure(Status.Unavailable, "etcdserver: leader changed"));
     }
   }
 
