@@ -46,6 +46,8 @@ export interface Cluster {
   kind: "faultline" | "etcd";
   members: Member[];
   endpoints: string[];
+  /** faultline with `agent`: the host agent's socket and the cluster key (hex). */
+  agent?: { socket: string; id: string; keyHex: string };
   stop(): Promise<void>;
 }
 
@@ -180,6 +182,7 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
     kind: "faultline",
     members,
     endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
+    ...(o.agent ? { agent: { socket, id: "agent:h1", keyHex: key } } : {}),
     stop: () => stopAll([...members, ...extra], dir),
   };
 }

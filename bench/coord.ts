@@ -148,7 +148,6 @@ async function replication(
 export async function benchCoord(quick: boolean): Promise<string> {
   if (!have("etcd")) return "(skipped: etcd is not installed — apt-get install -y etcd-server etcd-client)";
   const rounds = quick ? 5 : 20;
-  const onlyFaultline = process.env.COORD_BENCH_ONLY_FAULTLINE === "1";
   const rows: (string | number)[][] = [];
   const repl: (string | number)[][] = [];
   const fl = await startFaultline({ durability: "sync", agent: true });
@@ -169,7 +168,6 @@ export async function benchCoord(quick: boolean): Promise<string> {
   } finally {
     await mem.stop();
   }
-  if (onlyFaultline) return table(["system", "fault", "p50 ms", "p99 ms", "rounds"], rows);
   const et = await startEtcd();
   try {
     for (const fault of ["SIGKILL", "SIGSTOP"] as const) {
