@@ -247,9 +247,18 @@ export class FuseCore {
           break;
         }
         if (!g) {
-          this.add({ id: m.g, root: from, members: [...m.members].sort(), state: "pending" });
+          // This life acked the creation (its boot is in the commit), so it knew the group; not
+          // knowing it now means it failed here and its tombstone is gone. Adopting it would bring
+          // a failed group back to life: answer that it failed.
+          this.send(from, {
+            p: "fuse",
+            t: "fail",
+            g: m.g,
+            reason: { type: "lost", member: this.self, detail: "the group had already failed here" },
+          });
+          break;
         }
-        this.goLive(this.groups.get(m.g)!, m.boots);
+        this.goLive(g, m.boots);
         this.send(from, { p: "fuse", t: "commit-ack", g: m.g });
         break;
       case "commit-ack":
@@ -309,7 +318,12 @@ export class FuseCore {
     }
     while (this.tombstones.length > 0 && now - this.tombstones[0]!.at > this.o.tombstoneMs) {
       const { g } = this.tombstones.shift()!;
-      if (this.groups.get(g)?.state === "failed") this.groups.delete(g);
+      const group = this.groups.get(g);
+      if (group?.state !== "failed") continue;
+      // Keep the tombstone while members have not acknowledged the failure: forgetting it could
+      // let a late message bring the group back.
+      if (group.unacked && group.unacked.size > 0) this.tombstones.push({ at: now, g });
+      else this.groups.delete(g);
     }
     return this.out;
   }
