@@ -89,6 +89,8 @@ export class FuseCore {
   private readonly lastReconcile = new Map<NodeId, number>();
   /** Members known gone (no use waiting for their acknowledgements). */
   private readonly gone = new Set<NodeId>();
+  /** The life (boot id) each member was last seen alive as. */
+  private readonly lives = new Map<NodeId, string>();
   private readonly tombstones: Array<{ at: number; g: GroupId }> = [];
   private counter = 0;
   private out: FuseOutput[] = [];
@@ -173,8 +175,14 @@ export class FuseCore {
    */
   memberFailed(now: number, member: NodeId, reason: FuseReason, boot?: string): FuseOutput[] {
     this.out = [];
-    this.gone.add(member);
-    for (const g of this.groups.values()) g.unacked?.delete(member);
+    // A late report about an earlier life says nothing about the life running now: that one
+    // still needs to hear of failures (its acknowledgements are still awaited).
+    const current = this.lives.get(member);
+    const stale = boot !== undefined && current !== undefined && current !== boot;
+    if (!stale) {
+      this.gone.add(member);
+      for (const g of this.groups.values()) g.unacked?.delete(member);
+    }
     for (const id of [...(this.byMember.get(member) ?? [])]) {
       const g = this.groups.get(id);
       const was = g?.boots?.[member] ?? g?.acks?.get(member);
@@ -187,6 +195,7 @@ export class FuseCore {
   memberBoot(now: number, member: NodeId, boot: string): FuseOutput[] {
     this.out = [];
     this.gone.delete(member);
+    this.lives.set(member, boot);
     for (const id of [...(this.byMember.get(member) ?? [])]) {
       const g = this.groups.get(id);
       const was = g?.boots?.[member] ?? g?.acks?.get(member);

@@ -71,6 +71,22 @@ describe("FuseCore", () => {
     expect(c.cores.get("a")!.state(ac!)).toBe("live");
   });
 
+  it("a late report about a member's earlier life does not stop the current life hearing of failures", () => {
+    const c = cluster(["a", "b", "c"]);
+    const a = c.cores.get("a")!;
+    a.memberBoot(0, "b", "b0");
+    c.run("a", a.create(0, ["b", "c"], 1));
+    const g = c.created[0]!;
+    const reason = { type: "member-failed" as const, member: "b", kind: "process-exit" as const };
+    c.drop.add("b");
+    c.run("a", a.memberFailed(0, "c", { ...reason, member: "c" }));
+    expect(a.state(g)).toBe("failed"); // b has not acknowledged the failure (its messages are lost)
+    c.run("a", a.memberFailed(0, "b", reason, "an-old-life")); // stale: b runs as b0
+    c.drop.delete("b");
+    c.run("a", a.tick(100)); // the failure is still resent to b's current life
+    expect(c.notified.map((n) => n.at)).toContain("b");
+  });
+
   it("a member seen alive as a new life has lost its groups: they fail", () => {
     const c = cluster(["a", "b"]);
     c.run("a", c.cores.get("a")!.create(0, ["b"], 1));
