@@ -184,8 +184,25 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
   member.start();
   tellSupervisor({ type: "listening", id: o.id, address: transport.address(), boot: transport.boot });
   logger.info({ clientPort }, "coordination member serving");
+  const status =
+    typeof process.send === "function"
+      ? setInterval(() => {
+          const c = member.raft.core;
+          tellSupervisor({
+            type: "coord-status",
+            id: o.id,
+            role: c.role,
+            term: c.term,
+            ...(c.leader ? { leader: c.leader } : {}),
+            revision: member.mvcc.revision,
+            applied: c.applied,
+            clientPort,
+          });
+        }, 250)
+      : undefined;
   superviseLifecycle(
     async () => {
+      if (status) clearInterval(status);
       await server.stop();
       member.stop();
       detection.stop();

@@ -12,7 +12,18 @@ export type ToSupervisor =
   | { type: "admin"; id: NodeId; port: number }
   | { type: "fuse-created"; id: NodeId; group: GroupId; members: NodeId[] }
   | { type: "fuse-create-failed"; id: NodeId; detail: string }
-  | { type: "fuse-failed"; id: NodeId; group: GroupId; reason: FuseReason };
+  | { type: "fuse-failed"; id: NodeId; group: GroupId; reason: FuseReason }
+  /** A coordination member's Raft view. */
+  | {
+      type: "coord-status";
+      id: NodeId;
+      role: string;
+      term: number;
+      leader?: NodeId;
+      revision: number;
+      applied: number;
+      clientPort: number;
+    };
 
 export type ToNode =
   | { type: "peers"; peers: Record<NodeId, Address> }

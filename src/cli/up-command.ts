@@ -10,10 +10,14 @@ import type { FuseReason, GroupId } from "../fuse/messages.ts";
 import { type Address, formatAddress, type NodeId } from "../net/transport.ts";
 import type { ToNode, ToSupervisor } from "./ipc.ts";
 import { duration, intString, validate } from "./options.ts";
+import { type CoordStatus, coordArgs, coordLines, coordPeers, freePorts } from "./up-coord.ts";
 import { type ChildView, renderTable } from "./up-view.ts";
 
 const UpOptions = z.object({
   nodes: intString(2, 50),
+  coord: z
+    .enum(["0", "1", "3", "5"], { message: "--coord takes 0 (none), 1, 3 or 5 members" })
+    .transform(Number),
   interval: duration,
   duration: duration.optional(),
   tty: z.boolean(),
@@ -28,6 +32,7 @@ export function registerUp(program: Command): void {
     .command("up")
     .description("run a local cluster of faultline nodes as separate processes, watch it, and break it")
     .option("--nodes <n>", "number of node processes", "5")
+    .option("--coord <n>", "coordination members (etcd's v3 API; 0: none)", "3")
     .option("--interval <time>", "ping interval of each node", "250ms")
     .option("--duration <time>", "stop by itself after this long (default: until q or Ctrl-C)")
     .option("--no-tty", "plain line output and line commands, even on a terminal")
@@ -37,6 +42,7 @@ export function registerUp(program: Command): void {
         o.nodes,
         o.interval,
         o.tty && Boolean(process.stdout.isTTY && process.stdin.isTTY),
+        o.coord,
       ).run(o.duration);
     });
 }
@@ -47,6 +53,11 @@ class Supervisor {
   private readonly children: Child[];
   /** The host agent all node processes register with (this machine is one host). */
   private readonly agent: Child;
+  /** The coordination service's members (c1..cN), each its own process. */
+  private readonly coords: Child[];
+  private readonly coordStatus = new Map<NodeId, CoordStatus>();
+  private coordLeader: string | undefined;
+  private coordPeerList = "";
   private readonly dir = mkdtempSync(join(tmpdir(), "faultline-up-"));
   private readonly events: string[] = [];
   private readonly t0 = performance.now();
@@ -63,7 +74,17 @@ class Supervisor {
     n: number,
     private readonly intervalMs: number,
     private readonly interactive: boolean,
+    coordCount = 0,
   ) {
+    this.coords = Array.from({ length: coordCount }, (_, i) => ({
+      id: `c${i + 1}`,
+      pid: undefined,
+      address: undefined,
+      state: "starting" as const,
+      peers: undefined,
+      reportedAt: undefined,
+      proc: undefined,
+    }));
     this.children = Array.from({ length: n }, (_, i) => ({
       id: `n${i + 1}`,
       pid: undefined,
@@ -84,9 +105,14 @@ class Supervisor {
     };
   }
 
-  /** Every process this supervisor runs: the agent and the nodes. */
+  /** Every process this supervisor runs: the agent, the nodes and the coordination members. */
   private all(): Child[] {
-    return [this.agent, ...this.children];
+    return [this.agent, ...this.children, ...this.coords];
+  }
+
+  /** What the digit keys select: the nodes, then the coordination members. */
+  private selectable(): Child[] {
+    return [...this.children, ...this.coords];
   }
 
   async run(durationMs: number | undefined): Promise<void> {
@@ -100,7 +126,14 @@ class Supervisor {
       for (const c of this.all()) if (c.proc && c.state !== "dead") c.proc.kill("SIGKILL");
       rmSync(this.dir, { recursive: true, force: true });
     });
-    this.log(`starting a host agent and ${this.children.length} nodes on 127.0.0.1`);
+    if (this.coords.length) {
+      const ports = await freePorts(2 * this.coords.length);
+      const ids = this.coords.map((c) => c.id);
+      this.coordPeerList = coordPeers(ids, ports.slice(0, ids.length), ports.slice(ids.length));
+    }
+    this.log(
+      `starting a host agent, ${this.children.length} nodes${this.coords.length ? ` and ${this.coords.length} coordination members` : ""} on 127.0.0.1`,
+    );
     for (const c of this.all()) this.spawn(c, 0);
     const render = setInterval(() => this.render(), this.interactive ? 250 : 2000);
     this.listenInput();
@@ -122,9 +155,10 @@ class Supervisor {
     if (!this.interactive) console.log(entry);
   }
 
-  private peerTable(): Record<NodeId, Address> {
+  private peerTable(withCoords: boolean): Record<NodeId, Address> {
     const out: Record<NodeId, Address> = {};
-    for (const c of this.all()) if (c.address) out[c.id] = c.address;
+    for (const c of withCoords ? this.all() : [this.agent, ...this.children])
+      if (c.address) out[c.id] = c.address;
     return out;
   }
 
@@ -133,8 +167,9 @@ class Supervisor {
     const socket = join(this.dir, "agent.sock");
     // Faster than memberlist's LAN defaults so that a demo shows SWIM verdicts within seconds.
     const swim = ["--probe-interval", "200ms", "--probe-timeout", "100ms", "--suspicion-mult", "3"];
-    const args =
-      c === this.agent
+    const args = this.coords.includes(c)
+      ? coordArgs(c.id, this.coordPeerList, this.dir, socket, this.agent.id)
+      : c === this.agent
         ? [
             "agent",
             "--host",
@@ -179,8 +214,12 @@ class Supervisor {
           `${c.id} listening on ${formatAddress(m.address)} (pid ${c.pid}, boot ${m.boot.slice(0, 6)})`,
         );
         if (this.all().every((x) => x.address)) {
-          const table: ToNode = { type: "peers", peers: this.peerTable() };
-          for (const x of this.all()) if (x.proc?.connected) x.proc.send(table);
+          // Nodes ping one another; the agent also joins the coordination members, so that its
+          // certain reports reach them.
+          const table: ToNode = { type: "peers", peers: this.peerTable(false) };
+          const full: ToNode = { type: "peers", peers: this.peerTable(true) };
+          for (const x of [this.agent, ...this.children])
+            if (x.proc?.connected) x.proc.send(x === this.agent ? full : table);
           // Once membership has formed, one FUSE group of every node, to break and watch.
           if (!this.demoGroup) {
             this.demoGroup = true;
@@ -191,6 +230,15 @@ class Supervisor {
             }, 3000);
             t.unref();
           }
+        }
+        break;
+      }
+      case "coord-status": {
+        const { type: _t, id: _i, ...s } = m;
+        this.coordStatus.set(c.id, { ...s, at: performance.now() });
+        if (m.role === "leader" && this.coordLeader !== `${c.id}/${m.term}` && !this.stopping) {
+          this.coordLeader = `${c.id}/${m.term}`;
+          this.log(`coordination leader: ${c.id} (term ${m.term})`);
         }
         break;
       }
@@ -243,7 +291,7 @@ class Supervisor {
   // ---- faults the user applies -------------------------------------------------------------
 
   private find(id: string): Child | undefined {
-    return this.children.find((c) => c.id === id);
+    return this.selectable().find((c) => c.id === id);
   }
 
   kill(c: Child): void {
@@ -282,6 +330,10 @@ class Supervisor {
 
   /** Ask `c` to create a FUSE group of `members` (it adds itself). */
   private createGroup(c: Child, members: NodeId[]): void {
+    if (!this.children.includes(c)) {
+      this.log(`${c.id} is a coordination member, not a node: FUSE groups are made by nodes`);
+      return;
+    }
     if (!c.proc?.connected || c.state !== "running") {
       this.log(`${c.id} is not running`);
       return;
@@ -292,6 +344,10 @@ class Supervisor {
 
   /** Ask `c` to signal (fail) every FUSE group it belongs to. */
   private signalGroups(c: Child): void {
+    if (!this.children.includes(c)) {
+      this.log(`${c.id} is a coordination member, not a node: it has no FUSE groups`);
+      return;
+    }
     if (!c.proc?.connected || c.state !== "running") {
       this.log(`${c.id} is not running`);
       return;
@@ -313,7 +369,9 @@ class Supervisor {
     const c = id ? this.find(id) : undefined;
     if (!c) {
       this.log(
-        `commands: kill|pause|resume|restart|group|signal <node>, quit (nodes: ${this.children.map((x) => x.id).join(" ")})`,
+        `commands: kill|pause|resume|restart|group|signal <node>, quit (nodes: ${this.selectable()
+          .map((x) => x.id)
+          .join(" ")})`,
       );
       return;
     }
@@ -332,9 +390,9 @@ class Supervisor {
       process.stdin.resume();
       process.stdin.on("data", (buf: Buffer) => {
         const k = buf.toString();
-        const c = this.children[this.selected]!;
+        const c = this.selectable()[this.selected]!;
         if (k === "\u0003" || k === "q") void this.stop("quit");
-        else if (/^[1-9]$/.test(k) && Number(k) <= this.children.length) this.selected = Number(k) - 1;
+        else if (/^[1-9]$/.test(k) && Number(k) <= this.selectable().length) this.selected = Number(k) - 1;
         else if (k === "k") this.kill(c);
         else if (k === "p") this.togglePause(c);
         else if (k === "r") this.restart(c);
@@ -353,11 +411,19 @@ class Supervisor {
     const table = renderTable(
       this.children,
       this.intervalMs,
-      this.interactive ? this.children[this.selected]?.id : undefined,
+      this.interactive ? this.selectable()[this.selected]?.id : undefined,
+    );
+    const coord = coordLines(
+      this.coords.map((c) => c.id),
+      new Map(this.coords.map((c) => [c.id, c.state])),
+      this.coordStatus,
+      performance.now(),
     );
     if (!this.interactive) {
       console.log(`[${this.elapsed()}] view (row sees column: RTT, or what is wrong):`);
       for (const l of table) console.log(`    ${l}`);
+      if (coord.length)
+        console.log(`[${this.elapsed()}] coordination:\n${coord.map((l) => `  ${l}`).join("\n")}`);
       return;
     }
     const out = [
@@ -367,6 +433,13 @@ class Supervisor {
       "",
       "FUSE groups:",
       ...this.groupLines(),
+      ...(coord.length
+        ? [
+            "",
+            "coordination service (etcd v3 API; a leader's exit is a certain report, failover in ms):",
+            ...coord,
+          ]
+        : []),
       "",
       "recent events:",
       ...this.events.map((e) => `  ${e}`),
@@ -417,7 +490,9 @@ class Supervisor {
       }, 20);
     });
     clearTimeout(force);
-    console.log(`[${this.elapsed()}] all ${this.children.length} node processes stopped`);
+    console.log(
+      `[${this.elapsed()}] all ${this.children.length} node processes stopped${this.coords.length ? ` (and ${this.coords.length} coordination members)` : ""}`,
+    );
     this.done();
   }
 }

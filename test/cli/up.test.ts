@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
+import { Etcd3 } from "etcd3";
 import { afterEach, describe, expect, it } from "vitest";
 import { Processes, pidAlive, ROOT, waitFor } from "../fixtures/processes.ts";
 
@@ -42,7 +43,7 @@ describe("faultline up", () => {
     for (const pid of started.splice(0)) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
   }, 120_000);
 
-  it("runs 5 node processes, shows what each sees, lets you kill and restart one, and stops them all", async () => {
+  it("runs 5 node processes and a coordination service, shows what each sees, lets you kill and restart one, and stops them all", async () => {
     const u = up();
     procs.track(u.proc);
     await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
@@ -126,14 +127,41 @@ describe("faultline up", () => {
       () => u.lines.filter((l) => /told: FUSE group n2#\d+ FAILED: signal by n2/.test(l)).length === 3,
       "the three members to be told of n2's signal",
     );
+    // The coordination service: etcd's API works, and killing its leader elects another.
+    await u.until(() => u.has(/coordination leader: c\d \(term \d+\)/), "a coordination leader", 60_000);
+    started.push(...u.childPids());
+    const endpoints = /try: etcdctl --endpoints=(\S+) put/.exec(
+      u.lines.filter((l) => /try: etcdctl --endpoints=\S+,\S+,\S+ put/.test(l)).at(-1) ?? "",
+    )?.[1];
+    expect(endpoints).toBeDefined();
+    const client = new Etcd3({ hosts: endpoints!.split(",").map((e) => `http://${e}`) });
+    try {
+      await client.put("greeting").value("hello");
+      expect(await client.get("greeting").string()).toBe("hello");
+      const leaderLine = u.lines.filter((l) => /coordination leader:/.test(l)).at(-1)!;
+      const [, leader, term] = /coordination leader: (c\d) \(term (\d+)\)/.exec(leaderLine)!;
+      u.proc.stdin!.write(`kill ${leader}\n`);
+      await u.until(
+        () =>
+          u.lines.some((l) => {
+            const m = /coordination leader: (c\d) \(term (\d+)\)/.exec(l);
+            return !!m && m[1] !== leader && Number(m[2]) > Number(term);
+          }),
+        "another coordination leader",
+        20_000,
+      );
+      expect(await client.get("greeting").string()).toBe("hello");
+    } finally {
+      client.close();
+    }
     u.proc.stdin!.write("quit\n");
     await Processes.exited(u.proc);
-    expect(u.has(/all 5 node processes stopped/)).toBe(true);
+    expect(u.has(/all 5 node processes stopped \(and 3 coordination members\)/)).toBe(true);
     for (const pid of u.childPids()) expect(pidAlive(pid)).toBe(false);
   }, 120_000);
 
   it("stops every node on Ctrl-C (SIGINT)", async () => {
-    const u = up();
+    const u = up(["--coord", "0"]);
     procs.track(u.proc);
     await u.until(() => u.pids().length === 5, "5 nodes listening", 60_000);
     started.push(...u.childPids());
