@@ -6,24 +6,14 @@
  *   many, with sync durability (and faultline's in-memory mode beside it).
  */
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { PROTO_DIR } from "../src/coord/grpc-server.ts";
+import { etcdProto } from "../src/coord/grpc-server.ts";
 import { type Cluster, have, startEtcd, startFaultline } from "./clusters.ts";
 import { fmt, summarize, table } from "./lib.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: generated gRPC stubs are untyped
 type Stub = any;
 
-const def = protoLoader.loadSync(["etcdserverpb/rpc.proto"], {
-  includeDirs: [PROTO_DIR],
-  keepCase: true,
-  longs: String,
-  enums: Number,
-  defaults: true,
-  oneofs: true,
-});
-// biome-ignore lint/suspicious/noExplicitAny: generated gRPC stubs are untyped
-const pb = (grpc.loadPackageDefinition(def) as any).etcdserverpb;
+const pb = etcdProto();
 
 /** A plain etcd v3 client on one endpoint (the same for faultline and etcd). */
 export class Client {

@@ -33,6 +33,22 @@ export const PROTO_DIR =
     .find((dir) => existsSync(join(dir, "etcdserverpb", "rpc.proto"))) ??
   fileURLToPath(new URL("../../proto", import.meta.url));
 
+/**
+ * etcd's v3 services and messages from faultline's .proto files (field names as in the files,
+ * int64 as decimal strings, enums as numbers): for the server, and for clients in tests and benches.
+ */
+export function etcdProto(): Pb {
+  const def = protoLoader.loadSync(["etcdserverpb/rpc.proto"], {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    longs: String,
+    enums: Number,
+    defaults: true,
+    oneofs: true,
+  });
+  return (grpc.loadPackageDefinition(def) as Pb).etcdserverpb;
+}
+
 /** Who else is in the cluster, for MemberList and Status. */
 export interface ClusterInfo {
   members: Array<{ id: string; clientUrl: string; peerUrl: string }>;
@@ -189,16 +205,7 @@ export class CoordGrpcServer {
         .sort()
         .join(","),
     );
-    const def = protoLoader.loadSync(["etcdserverpb/rpc.proto"], {
-      includeDirs: [PROTO_DIR],
-      keepCase: true,
-      longs: String,
-      enums: Number,
-      defaults: true,
-      oneofs: true,
-    });
-    const pkg = grpc.loadPackageDefinition(def) as Pb;
-    const svc = pkg.etcdserverpb;
+    const svc = etcdProto();
     this.server.addService(svc.KV.service, this.kv());
     this.server.addService(svc.Watch.service, { Watch: (call: Pb) => this.watch(call) });
     this.server.addService(svc.Lease.service, this.lease());
