@@ -91,6 +91,35 @@ describe("RaftCore: what may leave before it is durable", () => {
   });
 });
 
+describe("RaftCore: commitment (Raft §5.4.2, the paper's Figure 8)", () => {
+  it("a new leader does not commit an older term's entry by counting replicas, only through an entry of its own term", () => {
+    const five = ["a", "b", "c", "d", "e"];
+    const a = new RaftCore("a", { ...RAFT_DEFAULTS, preVote: false }, createRng(1), five, {
+      hard: { term: 3, vote: null },
+      entries: [
+        { index: 1, term: 1, type: "noop" },
+        { index: 2, term: 2, type: "normal", data: "from term 2" },
+      ],
+    });
+    const r = a.tick(10_000);
+    for (const v of ["b", "c"])
+      a.receive(1, v, { p: "raft", t: "vote-r", term: 4, pre: false, granted: true });
+    const r2 = a.durable(2, r.write!.seq);
+    expect(a.role).toBe("leader");
+    expect(a.log.lastIndex()).toBe(3); // its no-op of term 4
+    // b and c acknowledge index 2 (from term 2): a majority holds it with a, but it is not
+    // committed — a leader of a later term could still overwrite it.
+    for (const v of ["b", "c"])
+      a.receive(3, v, { p: "raft", t: "app-r", term: 4, ok: true, index: 2, reject: 0, hint: 0 });
+    a.durable(4, r2.write!.seq); // a's own no-op is durable too
+    expect(a.commit).toBe(0);
+    // Once the no-op of term 4 is on a majority, both commit.
+    for (const v of ["b", "c"])
+      a.receive(5, v, { p: "raft", t: "app-r", term: 4, ok: true, index: 3, reject: 0, hint: 0 });
+    expect(a.commit).toBe(3);
+  });
+});
+
 describe("RaftLog", () => {
   it("merges appended entries: keeps matching ones, replaces from the first conflict", () => {
     const e = (index: number, term: number): Entry => ({
