@@ -180,13 +180,16 @@ export class KenCore<S> {
       if (!ob) return outputs;
       const upTo = Math.min(f.u, ob.released); // nobody acknowledges what never left
       if (upTo <= ob.acked) return outputs;
+      // Everything up to the old window's edge has been sent already: only what the
+      // acknowledgement brings into the window goes now.
+      const sentUpTo = Math.min(ob.released, ob.acked + this.o.window);
       ob.acked = upTo;
       while (ob.pending.length > 0 && ob.pending[0]!.seq <= upTo) {
         this.pendingWrites.set(outKey(from, ob.pending.shift()!.seq), undefined);
       }
       ob.backoff = this.o.retransmitMinMs;
-      ob.due = now + ob.backoff;
-      this.sendWindow(now, from, ob, outputs, false, upTo);
+      ob.due = ob.acked >= ob.released ? Number.POSITIVE_INFINITY : now + ob.backoff;
+      this.sendWindow(now, from, ob, outputs, false, sentUpTo);
       return outputs;
     }
     const queued = this.inQueued.get(from) ?? 0;

@@ -50,6 +50,18 @@ describe("KenCore", () => {
     expect(outputs).toEqual([1]);
   });
 
+  it("an acknowledgement sends only what it brings into the window, and stops retransmission when all is acknowledged", () => {
+    const store = new VolatileStore();
+    const core = new KenCore("b", relay, store.load(), { window: 4 });
+    for (let i = 1; i <= 6; i++) core.receive(0, "a", msg(i));
+    const first = sends(turn(core, store)).filter(([to]) => to === "c");
+    expect(first.map(([, f]) => (f as { s: number }).s)).toEqual([1, 2, 3, 4]); // the window
+    const ack2 = sends(core.receive(1, "c", { p: "ken", t: "a", u: 2 }));
+    expect(ack2.map(([, f]) => (f as { s: number }).s)).toEqual([5, 6]); // not 3 and 4 again
+    core.receive(2, "c", { p: "ken", t: "a", u: 6 });
+    expect(sends(core.tick(1_000_000))).toEqual([]); // nothing outstanding: nothing to resend
+  });
+
   it("drops duplicates (acknowledging again), buffers out-of-order messages, applies each once in order", () => {
     const store = new VolatileStore();
     const core = new KenCore("b", relay, store.load());
