@@ -1,5 +1,5 @@
 import type { NodeId } from "../net/transport.ts";
-import { ErrorCode } from "../runtime/errors.ts";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { KenFrame } from "./messages.ts";
 
 /**
@@ -262,21 +262,35 @@ export class KenCore<S> {
       turns++;
       const sends: Array<{ to: ProcessId; body: unknown }> = [];
       const outs: Array<() => void> = [];
-      const ctx: TurnContext<S> = {
-        self: this.self,
-        state: structuredClone(this.state),
-        send: (to, message) => {
-          sends.push({ to, body: message });
-        },
-        output: (fn) => {
-          outs.push(fn);
-        },
-      };
       try {
+        const ctx: TurnContext<S> = {
+          self: this.self,
+          state: structuredClone(this.state),
+          send: (to, message) => {
+            if (message === undefined) {
+              // A store drops undefined values: the message would vanish from the outbox.
+              throw new FaultlineError(
+                ErrorCode.BadArgument,
+                `send to ${to}: a message cannot be undefined (send null)`,
+              );
+            }
+            sends.push({ to, body: message });
+          },
+          output: (fn) => {
+            outs.push(fn);
+          },
+        };
         if (turn.kind === "message") this.handlers.onMessage?.(ctx, turn.from, turn.body);
         else if (turn.kind === "input") this.handlers.onInput?.(ctx, turn.input);
         else this.handlers.onChannelError?.(ctx, turn.error);
-        this.state = ctx.state;
+        if (ctx.state === undefined) {
+          throw new FaultlineError(
+            ErrorCode.BadArgument,
+            "a turn left the state undefined (it cannot be stored; use null)",
+          );
+        }
+        // What cannot be stored (a function, a socket) fails this turn, not every later one.
+        this.state = structuredClone(ctx.state);
         this.stats.turns++;
         const gaveUp: unknown[] = [];
         for (const { to, body } of sends) {

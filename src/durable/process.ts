@@ -106,6 +106,7 @@ export class DurableProcess<S> {
     this.running = false;
     for (const off of this.offs.splice(0)) off();
     this.scheduled?.cancel();
+    this.scheduled = undefined; // else a later start() would never schedule a batch again
     this.ticker?.cancel();
   }
 

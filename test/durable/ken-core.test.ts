@@ -50,6 +50,28 @@ describe("KenCore", () => {
     expect(outputs).toEqual([1]);
   });
 
+  it("a turn that sends undefined or leaves an unstorable state fails alone; later turns run", () => {
+    const errors: string[] = [];
+    const bad: DurableHandlers<{ n: number; f?: unknown }> = {
+      initial: () => ({ n: 0 }),
+      onMessage(ctx, _from, m) {
+        if (m === "undefined") ctx.send("c", undefined);
+        else if (m === "function") ctx.state = { n: 99, f: () => 1 };
+        else ctx.state.n++;
+      },
+    };
+    const store = new VolatileStore();
+    const core = new KenCore("b", bad, store.load(), {}, (e) => errors.push(String((e as Error).message)));
+    core.receive(0, "a", msg(1, "undefined"));
+    core.receive(0, "a", msg(2, "function"));
+    core.receive(0, "a", msg(3, "count"));
+    turn(core, store);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/cannot be undefined/);
+    const restarted = new KenCore("b", bad, store.load());
+    expect((restarted as unknown as { state: { n: number } }).state).toEqual({ n: 1 });
+  });
+
   it("an acknowledgement sends only what it brings into the window, and stops retransmission when all is acknowledged", () => {
     const store = new VolatileStore();
     const core = new KenCore("b", relay, store.load(), { window: 4 });
