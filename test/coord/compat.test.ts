@@ -1,4 +1,7 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, have, startEtcd, startFaultline } from "../../bench/clusters.ts";
@@ -166,6 +169,65 @@ describe.skipIf(!available)(
       const theirs = await drive(et!);
       expect(ours).toEqual(theirs);
       expect(ours.seen).toContain("put w/1=one");
+    }, 60_000);
+
+    it("etcdctl's lock and election recipes (leases, transactions, watches) behave the same", async () => {
+      for (const c of [fl!, et!]) {
+        const ep = c.endpoints.join(",");
+        const dir = mkdtempSync(join(tmpdir(), "faultline-lock-"));
+        const log = join(dir, "log");
+        try {
+          // A holds the lock for a while; B asks meanwhile and must get it only after A let go.
+          const a = spawn(
+            "etcdctl",
+            [
+              "--endpoints",
+              ep,
+              "lock",
+              "mylock",
+              "--",
+              "sh",
+              "-c",
+              `echo A-in >> ${log}; sleep 0.5; echo A-out >> ${log}`,
+            ],
+            {
+              env: { ...process.env, ETCDCTL_API: "3" },
+              stdio: "ignore",
+            },
+          );
+          while (!existsSync(log)) await new Promise((r) => setTimeout(r, 20));
+          const b = spawnSync(
+            "etcdctl",
+            ["--endpoints", ep, "lock", "mylock", "--", "sh", "-c", `echo B-in >> ${log}`],
+            {
+              env: { ...process.env, ETCDCTL_API: "3" },
+              timeout: 15_000,
+            },
+          );
+          await new Promise((r) => (a.exitCode !== null ? r(undefined) : a.once("exit", r)));
+          expect(b.status).toBe(0);
+          expect(readFileSync(log, "utf8").trim().split("\n")).toEqual(["A-in", "A-out", "B-in"]);
+          // An election: a campaigner wins, and an observer sees its proposal.
+          const cand = spawn("etcdctl", ["--endpoints", ep, "elect", "myelection", "p1"], {
+            env: { ...process.env, ETCDCTL_API: "3" },
+            stdio: ["ignore", "pipe", "ignore"],
+          });
+          let won = "";
+          cand.stdout.on("data", (d) => {
+            won += d;
+          });
+          while (!won.includes("p1")) await new Promise((r) => setTimeout(r, 20));
+          const seen = spawnSync("etcdctl", ["--endpoints", ep, "elect", "-l", "myelection"], {
+            env: { ...process.env, ETCDCTL_API: "3" },
+            timeout: 2000,
+            encoding: "utf8",
+          });
+          cand.kill("SIGKILL");
+          expect(normalize(seen.stdout, c)).toBe("myelection/<ID>\np1\n");
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
     }, 60_000);
 
     it("what faultline does not serve answers at once with a clear status, never a hang", () => {
