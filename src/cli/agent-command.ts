@@ -9,6 +9,8 @@ import {
   addSwimOptions,
   fencingFromOptions,
   fencingOptions,
+  logLevel,
+  name,
   parseClusterKey,
   port,
   swimConfig,
@@ -17,14 +19,14 @@ import {
 } from "./options.ts";
 
 const AgentOptions = z.object({
-  host: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
+  host: name,
   socket: z.string().min(1),
   listen: z.string().min(1),
   port,
   peers: z.string().optional(),
   ...swimOptions,
   ...fencingOptions,
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
+  logLevel,
 });
 
 export function registerAgent(program: Command): void {

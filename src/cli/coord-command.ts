@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { z } from "zod";
-import { AgentClient } from "../agent/agent-client.ts";
 import { CoordGrpcServer } from "../coord/grpc-server.ts";
 import { CoordMember } from "../coord/member.ts";
 import { DetectionNode } from "../detect/detection-node.ts";
@@ -15,15 +14,18 @@ import { superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import {
   addSwimOptions,
   duration,
+  logLevel,
+  name,
   parseClusterKey,
   port,
+  registerWithAgent,
   swimConfig,
   swimOptions,
   validate,
 } from "./options.ts";
 
 const CoordOptions = z.object({
-  id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
+  id: name,
   host: z.string().min(1),
   port,
   clientPort: port,
@@ -35,7 +37,7 @@ const CoordOptions = z.object({
   ...swimOptions,
   agentSocket: z.string().optional(),
   agentId: z.string().optional(),
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
+  logLevel,
 });
 
 export interface CoordPeer {
@@ -127,20 +129,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
     logger,
   });
   await transport.start();
-  let agent: AgentClient | undefined;
-  if (o.agentSocket) {
-    if (!o.agentId)
-      throw new FaultlineError(ErrorCode.BadConfig, "--agent-socket needs --agent-id (agent:<host>) too");
-    agent = new AgentClient({
-      id: o.id,
-      agentId: o.agentId,
-      socketPath: o.agentSocket,
-      clusterKey: o.key,
-      boot: transport.boot,
-      logger,
-    });
-    await agent.start();
-  }
+  const agent = await registerWithAgent(o, transport.boot, logger);
   const rng = createRng((Math.random() * 2 ** 32) >>> 0); // real-io: a member's seed
   const detection = new DetectionNode({
     id: o.id,

@@ -1,12 +1,10 @@
 import type { Command } from "commander";
 import { z } from "zod";
-import { AgentClient } from "../agent/agent-client.ts";
 import { DetectionNode } from "../detect/detection-node.ts";
 import { FuseNode } from "../fuse/fuse-node.ts";
 import { TcpTransport } from "../net/tcp-transport.ts";
 import type { Address, NodeId } from "../net/transport.ts";
 import { realClock } from "../runtime/clock.ts";
-import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { createRegistry } from "../runtime/metrics.ts";
 import { createRng } from "../runtime/rng.ts";
@@ -19,15 +17,18 @@ import {
   duration,
   fencingFromOptions,
   fencingOptions,
+  logLevel,
+  name,
   parseClusterKey,
   port,
+  registerWithAgent,
   swimConfig,
   swimOptions,
   validate,
 } from "./options.ts";
 
 const NodeOptions = z.object({
-  id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'"),
+  id: name,
   host: z.string().min(1),
   port,
   peers: z.string().optional(),
@@ -37,7 +38,7 @@ const NodeOptions = z.object({
   agentSocket: z.string().optional(),
   adminPort: port.optional(),
   agentId: z.string().optional(),
-  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "silent"]),
+  logLevel,
 });
 
 /** "n2=127.0.0.1:7002,n3=127.0.0.1:7003" -> peer table. */
@@ -87,20 +88,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
   });
   const tell = tellSupervisor;
   await transport.start();
-  let agent: AgentClient | undefined;
-  if (o.agentSocket) {
-    if (!o.agentId)
-      throw new FaultlineError(ErrorCode.BadConfig, "--agent-socket needs --agent-id (agent:<host>) too");
-    agent = new AgentClient({
-      id: o.id,
-      agentId: o.agentId,
-      socketPath: o.agentSocket,
-      clusterKey: o.key,
-      boot: transport.boot,
-      logger,
-    });
-    await agent.start();
-  }
+  const agent = await registerWithAgent(o, transport.boot, logger);
   const rng = createRng((Math.random() * 2 ** 32) >>> 0);
   let ping: PingNode | undefined;
   let detection: DetectionNode | undefined;

@@ -1,5 +1,7 @@
 import type { Command } from "commander";
+import type { Logger } from "pino";
 import { z } from "zod";
+import { AgentClient } from "../agent/agent-client.ts";
 import { type FencingConfig, fencingConfig } from "../agent/lease.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 
@@ -53,6 +55,35 @@ export function parseClusterKey(hex: string | undefined): Buffer {
     );
   }
   return Buffer.from(hex, "hex");
+}
+
+/** A node, member or host name: what ids on the wire may be. */
+export const name = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "use 1-64 letters, digits, '.', '_' or '-'");
+
+export const logLevel = z.enum(["trace", "debug", "info", "warn", "error", "silent"]);
+
+/**
+ * Register this process with its host agent when `--agent-socket` is given (then `--agent-id`
+ * must be too), so that its exit becomes a certain report.
+ */
+export async function registerWithAgent(
+  o: { id: string; agentSocket?: string | undefined; agentId?: string | undefined; key: Buffer },
+  boot: string,
+  logger: Logger,
+): Promise<AgentClient | undefined> {
+  if (!o.agentSocket) return undefined;
+  if (!o.agentId)
+    throw new FaultlineError(ErrorCode.BadConfig, "--agent-socket needs --agent-id (agent:<host>) too");
+  const agent = new AgentClient({
+    id: o.id,
+    agentId: o.agentId,
+    socketPath: o.agentSocket,
+    clusterKey: o.key,
+    boot,
+    logger,
+  });
+  await agent.start();
+  return agent;
 }
 
 /** SWIM timing options shared by `faultline node` and `faultline agent` (memberlist LAN defaults). */

@@ -27,6 +27,19 @@ interface Child extends ChildView {
   proc: ChildProcess | undefined;
 }
 
+/** A process not started yet. */
+function newChild(id: string): Child {
+  return {
+    id,
+    pid: undefined,
+    address: undefined,
+    state: "starting",
+    peers: undefined,
+    reportedAt: undefined,
+    proc: undefined,
+  };
+}
+
 export function registerUp(program: Command): void {
   program
     .command("up")
@@ -76,33 +89,9 @@ class Supervisor {
     private readonly interactive: boolean,
     coordCount = 0,
   ) {
-    this.coords = Array.from({ length: coordCount }, (_, i) => ({
-      id: `c${i + 1}`,
-      pid: undefined,
-      address: undefined,
-      state: "starting" as const,
-      peers: undefined,
-      reportedAt: undefined,
-      proc: undefined,
-    }));
-    this.children = Array.from({ length: n }, (_, i) => ({
-      id: `n${i + 1}`,
-      pid: undefined,
-      address: undefined,
-      state: "starting" as const,
-      peers: undefined,
-      reportedAt: undefined,
-      proc: undefined,
-    }));
-    this.agent = {
-      id: "agent:local",
-      pid: undefined,
-      address: undefined,
-      state: "starting",
-      peers: undefined,
-      reportedAt: undefined,
-      proc: undefined,
-    };
+    this.coords = Array.from({ length: coordCount }, (_, i) => newChild(`c${i + 1}`));
+    this.children = Array.from({ length: n }, (_, i) => newChild(`n${i + 1}`));
+    this.agent = newChild("agent:local");
   }
 
   /** Every process this supervisor runs: the agent, the nodes and the coordination members. */

@@ -1,17 +1,12 @@
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import type { NodeId } from "../net/transport.ts";
+import type { ToSupervisor } from "./ipc.ts";
 
-/** What a coordination member last told `faultline up` of its Raft view. */
-export interface CoordStatus {
-  role: string;
-  term: number;
-  leader?: NodeId;
-  revision: number;
-  applied: number;
-  clientPort: number;
+/** What a coordination member last told `faultline up` of its Raft view, and when. */
+export type CoordStatus = Omit<Extract<ToSupervisor, { type: "coord-status" }>, "type" | "id"> & {
   at: number;
-}
+};
 
 /** `n` free TCP ports on 127.0.0.1 (a coordination cluster needs every member's ports at start). */
 export async function freePorts(n: number): Promise<number[]> {

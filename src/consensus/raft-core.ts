@@ -106,10 +106,6 @@ export class RaftCore {
     return this.voterSet;
   }
 
-  snapshot(): Snapshot | undefined {
-    return this.snap;
-  }
-
   /** When `tick` must next run. */
   wakeAt(): number {
     if (this.role === "leader") return Math.min(this.heartbeatAt, this.quorumCheckAt);
@@ -123,11 +119,8 @@ export class RaftCore {
       if (now >= this.quorumCheckAt) this.checkQuorum(now);
       if (this.role === "leader" && now >= this.heartbeatAt) this.heartbeat(now);
     } else {
-      if (now >= this.suspectAt() && this.leader !== undefined) {
-        // Silence from the leader: suspect it, as a detector would.
-        this.leaderSuspected = true;
-        this.scheduleCampaign(now);
-      }
+      // Silence from the leader: suspect it, as a detector would.
+      if (now >= this.suspectAt() && this.leader !== undefined) this.suspect(now);
       if (now < this.campaignAt && now < this.electionAt) return this.flush();
       this.campaignAt = Number.POSITIVE_INFINITY;
       if (this.isVoter()) this.campaign(now, this.options.preVote);
@@ -216,10 +209,7 @@ export class RaftCore {
   leaderDown(now: number, leader: NodeId, certain: boolean): Ready {
     if (this.role === "leader" || leader !== this.leader) return this.flush();
     if (!certain) {
-      if (!this.leaderSuspected) {
-        this.leaderSuspected = true;
-        this.scheduleCampaign(now);
-      }
+      if (!this.leaderSuspected) this.suspect(now);
       return this.flush();
     }
     if (!this.leaderDownKnown) {
@@ -321,6 +311,12 @@ export class RaftCore {
   private rank(id: NodeId): number {
     const r = this.succ.indexOf(id);
     return r >= 0 ? r : this.succ.length + Math.max(0, this.voterSet.indexOf(id));
+  }
+
+  /** Stop defending the leader's lease and try a pre-vote by rank. */
+  private suspect(now: number): void {
+    this.leaderSuspected = true;
+    this.scheduleCampaign(now);
   }
 
   private scheduleCampaign(now: number): void {

@@ -74,6 +74,8 @@ export class RaftNode {
   private flushing: Timer | undefined;
   private off: (() => void) | undefined;
   private stopped = false;
+  /** The role last logged (role changes are logged at debug level). */
+  private lastRole = "";
   /** Frames that were not well-formed Raft messages (dropped). */
   malformed = 0;
 
@@ -173,8 +175,6 @@ export class RaftNode {
   }
 
   // ---- internals ------------------------------------------------------------------------------
-
-  private lastRole = "";
 
   private perform(r: Ready): void {
     if (this.stopped) return;

@@ -74,8 +74,6 @@ export function memberId(name: string): string {
   return h.toString();
 }
 
-const hex = (id: string) => BigInt(id).toString(16);
-
 function pbKv(kv: KeyValue): Pb {
   return {
     key: fromBytes(kv.key),
@@ -438,5 +436,3 @@ export class CoordGrpcServer {
     };
   }
 }
-
-export { hex as memberIdHex };

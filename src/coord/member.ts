@@ -10,7 +10,7 @@ import type { Clock, Timer } from "../runtime/clock.ts";
 import { ErrorCode, FaultlineError, isFaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { type MvccImage, MvccStore } from "./mvcc.ts";
-import type { Applied, Bytes, Command, CoordError, RangeRequest, WatchEvent } from "./types.ts";
+import type { Applied, Bytes, Command, RangeRequest, WatchEvent } from "./types.ts";
 import { Errors, Status } from "./types.ts";
 
 export interface CoordMemberOptions {
@@ -433,5 +433,3 @@ function unwrap(r: Applied<unknown>): { revision: number; value: unknown } {
   if (!r.ok) throw new CoordFailure(r.error.grpc, r.error.message);
   return { revision: r.revision, value: r.value };
 }
-
-export type { CoordError };
