@@ -59,7 +59,10 @@ export function registerNode(program: Command): void {
     .requiredOption("--id <id>", "this node's id")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0: any free port)", "0")
-    .option("--peers <list>", "peers as id=host:port,id=host:port")
+    .option(
+      "--peers <list>",
+      "peers as id=host:port,id=host:port (used as given, also when gossip says otherwise: a proxy or NAT may stand in between)",
+    )
     .option("--interval <time>", "ping interval (the RTT view)", "250ms")
     .option("--admin-port <port>", "serve /status, /watch and /metrics on 127.0.0.1 at this port (0: any)")
     .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")
@@ -83,6 +86,8 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
     host: o.host,
     port: o.port,
     peers,
+    // As given: a proxy or NAT may stand in between.
+    pinPeers: true,
     logger,
     metrics: registry,
   });
@@ -105,6 +110,7 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
         address: transport.address(),
         boot: transport.boot,
         ...(o.agentId ? { host: o.agentId.replace(/^agent:/, "") } : {}),
+        // Gossip fills in the members --peers does not name (those are pinned).
         learnAddress: (id, addr) => transport.addPeer(id, addr),
         swim: swimConfig(o),
         ...(fencing ? { fencing } : {}),

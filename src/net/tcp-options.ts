@@ -39,6 +39,11 @@ export interface TcpTransportOptions {
   listen?: boolean;
   /** Known peers and where they listen. More can be added with addPeer, or learned when they connect. */
   peers?: Record<NodeId, Address>;
+  /**
+   * Dial `peers` at exactly the addresses given, whatever a peer says it listens on when it
+   * connects or gossip says later (a relay, proxy or NAT stands in between). Default false.
+   */
+  pinPeers?: boolean;
   clock?: Clock;
   rng?: Rng;
   logger?: Logger;

@@ -27,6 +27,8 @@ import { bump, emptyStats, registerTransportMetrics } from "./transport-metrics.
 interface Peer {
   id: NodeId;
   addr: Address | undefined;
+  /** An address given by the operator: not replaced by what the peer or gossip says. */
+  pinned: boolean;
   queue: SendQueue;
   conn: TcpConnection | undefined;
   dial: TcpConnection | undefined;
@@ -53,7 +55,10 @@ export class TcpTransport implements Transport, ConnectionHost {
   readonly handshakeTimeoutMs: number;
 
   private readonly o: Required<
-    Omit<TcpTransportOptions, "peers" | "clock" | "rng" | "logger" | "metrics" | "path" | "listen">
+    Omit<
+      TcpTransportOptions,
+      "peers" | "pinPeers" | "clock" | "rng" | "logger" | "metrics" | "path" | "listen"
+    >
   >;
   private readonly listens: boolean;
   private readonly path: string | undefined;
@@ -108,7 +113,8 @@ export class TcpTransport implements Transport, ConnectionHost {
     this.emitter = new Emitter<TransportEvents>((err, event) =>
       this.log.error({ err, event }, "a transport event listener threw; the transport carries on"),
     );
-    for (const [id, addr] of Object.entries(options.peers ?? {})) this.addPeer(id, addr);
+    for (const [id, addr] of Object.entries(options.peers ?? {}))
+      this.addPeer(id, addr, { pinned: options.pinPeers ?? false });
     if (options.metrics) this.unregisterMetrics = registerTransportMetrics(options.metrics, this);
   }
 
@@ -198,10 +204,17 @@ export class TcpTransport implements Transport, ConnectionHost {
     return this.emitter.on(event, fn);
   }
 
-  addPeer(id: NodeId, addr: Address, options: { connect?: boolean } = {}): void {
+  /**
+   * Where a peer listens. `pinned`: dial exactly this address from now on (a relay or NAT stands
+   * in between); a pinned address is replaced only by another pinned one.
+   */
+  addPeer(id: NodeId, addr: Address, options: { connect?: boolean; pinned?: boolean } = {}): void {
     if (id === this.id) return;
     const p = this.peer(id);
-    p.addr = addr;
+    if (!p.pinned || options.pinned) {
+      p.addr = addr;
+      p.pinned = options.pinned ?? false;
+    }
     if (options.connect) {
       p.wanted = true;
       this.ensureDial(p);
@@ -289,6 +302,7 @@ export class TcpTransport implements Transport, ConnectionHost {
       p = {
         id,
         addr: undefined,
+        pinned: false,
         queue: new SendQueue(this.o.maxQueueMessages, this.o.maxQueueBytes, this.o.overflow),
         conn: undefined,
         dial: undefined,
@@ -389,7 +403,7 @@ export class TcpTransport implements Transport, ConnectionHost {
         conn.destroy();
         return;
       }
-      if (conn.peerAddress) p.addr = conn.peerAddress;
+      if (conn.peerAddress && !p.pinned) p.addr = conn.peerAddress;
     }
     for (const old of [p.dial, p.conn]) {
       if (old && old !== conn) {
