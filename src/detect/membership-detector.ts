@@ -20,7 +20,8 @@ export const REFUSED_EVIDENCE_MS = 30_000;
  * Turns SWIM's verdicts into typed reports. A member SWIM declares dead (no direct or indirect
  * probe answered through the whole suspicion timeout, from several members) is reported as
  *  - `process-exit`, suspected, when its host recently refused a connection (the kernel answered:
- *    the machine is up, nothing listens), or
+ *    the machine is up, nothing listens), or when its host's agent has answered all along while
+ *    the member fell silent (the host is up; the process is gone or hung: SIGSTOP, a livelock), or
  *  - `host-crash`, suspected, when nothing answered at all, or
  *  - `partition`, suspected, naming both sides, when several members fall silent together (within
  *    a correlation window of two probe periods): from one side, a partition and several hosts
@@ -33,6 +34,12 @@ export class MembershipDetector implements Detector {
   private readonly refused = new Map<NodeId, number>();
   private readonly published = new Map<NodeId, FailureReport>();
   private readonly suspectedAt = new Map<NodeId, number>();
+  /** When each member last fell silent (suspect or dead): was a host's agent silent too? */
+  private readonly silentAt = new Map<NodeId, number>();
+  /** When each member was last heard from (a message, or a probe it answered, even indirectly). */
+  private readonly heardAt = new Map<NodeId, number>();
+  /** Members whose verdict waits for word from their host's agent: since when. */
+  private readonly askedAgent = new Map<NodeId, number>();
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
   private readonly held = new Map<NodeId, number>();
   private holdTimer: Timer | undefined;
@@ -62,6 +69,8 @@ export class MembershipDetector implements Detector {
     this.offs.push(
       this.o.swim.on("member", (m, prev) => this.onMember(m, prev)),
       this.o.transport.on("connection", (e) => this.onConnection(e)),
+      this.o.transport.on("message", (from) => this.heardAt.set(from, this.o.clock.now())),
+      this.o.swim.on("path", (peer) => this.heardAt.set(peer, this.o.clock.now())),
     );
   }
 
@@ -80,6 +89,7 @@ export class MembershipDetector implements Detector {
 
   private onMember(m: Member, prev: Member["status"] | undefined): void {
     const now = this.o.clock.now();
+    if (m.status === "suspect" || m.status === "dead") this.silentAt.set(m.id, now);
     if (m.status === "suspect") {
       this.suspectedAt.set(m.id, now);
       return;
@@ -103,6 +113,7 @@ export class MembershipDetector implements Detector {
       return;
     }
     this.held.delete(m.id);
+    this.askedAgent.delete(m.id);
     const host = this.hostOf(m.id);
     this.fences.get(host)?.();
     this.fences.delete(host);
@@ -129,11 +140,34 @@ export class MembershipDetector implements Detector {
   private release(): void {
     this.holdTimer = undefined;
     const now = this.o.clock.now();
-    const lost = [...this.held.entries()];
+    const held = [...this.held.entries()];
     this.held.clear();
+    // A member whose host's agent answers: the host is up, the process is not (gone or hung). An
+    // agent that has merely not been suspected yet proves nothing (a crashed host takes its agent
+    // along, and nobody may have probed it yet): ask it now, and wait one more window for word.
+    const lost: Array<[NodeId, number]> = [];
+    for (const [id, since] of held) {
+      const agent = this.hostAgent(id);
+      const state = agent === undefined ? "none" : this.agentState(agent, since);
+      if (state === "answers") {
+        this.askedAgent.delete(id);
+        this.publish(id, "process-exit", since, now, [
+          this.swimEvidence(now),
+          { source: "swim", what: `host agent ${agent} answers`, at: now, observer: this.o.swim.id },
+        ]);
+      } else if (state === "unknown" && !this.askedAgent.has(id)) {
+        this.askedAgent.set(id, now);
+        this.o.swim.core.probeSoon(agent!);
+        this.held.set(id, since);
+      } else {
+        this.askedAgent.delete(id);
+        lost.push([id, since]);
+      }
+    }
+    if (this.held.size > 0) this.holdTimer = this.o.clock.setTimer(this.correlationMs, () => this.release());
     if (lost.length === 0) return;
     // The far side: what was lost now, what is suspected now, and what fell silent recently.
-    const farSet = new Set(lost.map(([id]) => id));
+    const farSet = new Set([...lost.map(([id]) => id), ...this.held.keys()]);
     for (const m of this.o.swim.members()) {
       if (m.status === "suspect") farSet.add(m.id);
       const r = this.published.get(m.id);
@@ -168,6 +202,28 @@ export class MembershipDetector implements Detector {
         [near, far],
       );
     }
+  }
+
+  /** The agent of `id`'s host (not `id` itself), if its host announced one. */
+  private hostAgent(id: NodeId): NodeId | undefined {
+    const host = this.o.swim.core.member(id)?.host;
+    const agent = host === undefined ? undefined : `agent:${host}`;
+    return agent === id ? undefined : agent;
+  }
+
+  /**
+   * Whether a host's agent has answered since `since` (when a member of its host fell silent):
+   * `answers` (heard from since, and not suspected since), `silent` (suspected or dead since, or
+   * not a member), or `unknown` (alive as far as anyone said, but not heard from since).
+   */
+  private agentState(agent: NodeId, since: number): "answers" | "silent" | "unknown" {
+    if (agent === this.o.swim.id) return "answers"; // this node is that agent
+    const m = this.o.swim.core.member(agent);
+    const silent = this.silentAt.get(agent);
+    if (m?.status !== "alive") return "silent";
+    const heard = this.heardAt.get(agent);
+    if (heard !== undefined && heard >= since && (silent === undefined || heard > silent)) return "answers";
+    return silent !== undefined && silent >= since ? "silent" : "unknown";
   }
 
   /** A member's host as it announced it (a member that announced none is a host of its own). */

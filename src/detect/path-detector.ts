@@ -51,7 +51,8 @@ interface PathState {
  *    within flapWindowMs;
  *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window;
  *  - `congestion`: the peer answers, but the median of its recent round trips is rttFactor times
- *    its baseline (the lowest RTT in the last baselineWindowMs) and above rttFloorMs.
+ *    its baseline (the lowest RTT in the last baselineWindowMs) and above rttFloorMs, over a run of
+ *    rttSamples direct answers (no failed probe among them);
  * While corruption or congestion holds, the probes they make fail are not also reported as route
  * conditions.
  * Each clears with hysteresis (a streak of direct answers; half the changes; a quiet period), so a
@@ -163,6 +164,10 @@ export class PathDetector implements Detector {
     s.baseline.push([now, rtt]);
     while (s.baseline.length > 0 && s.baseline[0]![0] < now - this.o.baselineWindowMs) s.baseline.shift();
     if (s.rtts.length < this.o.rttSamples) return;
+    // Congestion is a path that answers, slowly: only over a run of direct answers. Right after a
+    // path failed, round trips carry TCP's retransmissions, the symptom of the outage (a flapping
+    // path's), not of a queue.
+    if (s.directStreak + 1 < this.o.rttSamples) return;
     const base = s.baseline[0]![1];
     const median = [...s.rtts].sort((a, b) => a - b)[Math.floor(s.rtts.length / 2)]!;
     const limit = Math.max(this.o.rttFactor * base, this.o.rttFloorMs);

@@ -76,6 +76,8 @@ export class SwimCore {
   /** A member whose last probe was answered only through a relay: probed again next period. */
   private recheck: NodeId | undefined;
   private rechecks = 0;
+  /** A member someone asked to hear from now (probeSoon): probed next period. */
+  private soon: NodeId | undefined;
   /** Members alive or suspect, this node included (kept up to date: asked for on every message). */
   private live = 1;
   private started = false;
@@ -118,6 +120,15 @@ export class SwimCore {
   /** Every member this node knows, itself excluded. */
   memberList(): Member[] {
     return [...this.members.values()];
+  }
+
+  /**
+   * Probe `id` next period instead of waiting for its turn in the round (a detector that needs
+   * fresh word of a member: is a silent process's host agent still answering?). Its answer comes
+   * as a `path` output like any probe's.
+   */
+  probeSoon(id: NodeId): void {
+    if (this.members.has(id)) this.soon = id;
   }
 
   /** Members believed alive (suspects included: they are not declared failed yet). */
@@ -472,6 +483,12 @@ export class SwimCore {
   }
 
   private nextTarget(): NodeId | undefined {
+    const asked = this.soon;
+    this.soon = undefined;
+    if (asked !== undefined) {
+      const m = this.members.get(asked);
+      if (m && (m.status === "alive" || m.status === "suspect")) return asked;
+    }
     const again = this.recheck;
     this.recheck = undefined;
     if (again !== undefined) {

@@ -338,6 +338,39 @@ describe("host agents in simulation", () => {
     for (const r of later) expect(r.certainty).toBe("suspected");
   });
 
+  it("a hung process (paused, its agent answering) is a suspected process-exit, not a host crash", async () => {
+    const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
+    const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
+    const { Simulation } = await import("../../src/sim/simulation.ts");
+    type N = ReturnType<typeof simDetectionNode> | InstanceType<typeof SimHostAgent>;
+    const ids = ["n1", "n2", "n3", "n4", "agent:h1", "agent:h2", "agent:h3", "agent:h4"];
+    const hosts = Object.fromEntries(ids.map((id) => [id, `h${id.at(-1)}`]));
+    const seen: Seen[] = [];
+    const sim: InstanceType<typeof Simulation<N>> = new Simulation<N>({
+      seed: 11,
+      nodes: ids,
+      hosts,
+      create: (ctx) => {
+        const node = simDetectionNode(ctx);
+        node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
+        if (!ctx.id.startsWith("agent:")) return node;
+        const host = sim.hostOf(ctx.id);
+        return new SimHostAgent(node, ctx, host, [[`n${host.slice(1)}`, 0]]);
+      },
+    });
+    sim.start();
+    sim.runUntil(5000);
+    sim.pause("n3");
+    sim.runUntil(60_000);
+    const got = seen
+      .filter((s) => s.report.type === "failure")
+      .map((s) => ({ observer: s.observer, r: s.report as FailureReport }));
+    expect(new Set(got.map((x) => x.observer))).toEqual(new Set(ids.filter((i) => i !== "n3")));
+    for (const { r } of got)
+      expect(r).toMatchObject({ subject: "n3", kind: "process-exit", certainty: "suspected" });
+    expect(got.every(({ r }) => r.evidence.some((e) => e.what === "host agent agent:h3 answers"))).toBe(true);
+  });
+
   it("swarm with agents: 300 seeds, a certain report never names a running incarnation", async () => {
     const { swimAgentsScenario } = await import("../../src/sim/scenarios/swim.ts");
     const r = await swarmInChunks(swimAgentsScenario, { seeds: 300, nodes: 5, durationMs: 120_000 });
