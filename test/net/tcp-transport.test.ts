@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { TcpTransport } from "../../src/net/tcp-transport.ts";
 import type { ConnectionEvent } from "../../src/net/transport.ts";
@@ -34,6 +34,41 @@ describe("TCP transport on real sockets", () => {
     await waitFor(() => got === 18, "18 messages");
     await new Promise((r) => setTimeout(r, 50));
     for (const t of ts) expect(t.stats().openConnections).toBe(2);
+  });
+
+  it("dials a pinned address as given, not the address the peer announces (a relay in between)", async () => {
+    for (const pinned of [true, false]) {
+      const b = await make("b");
+      const port = b.address() as { host: string; port: number };
+      // A relay in front of b, counting the connections made through it.
+      let relayed = 0;
+      const relay = createServer((inbound) => {
+        relayed++;
+        const out = connect(port.port, "127.0.0.1");
+        inbound.pipe(out).pipe(inbound);
+        inbound.on("error", () => out.destroy());
+        out.on("error", () => inbound.destroy());
+      });
+      servers.push(relay);
+      await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+      const via = { host: "127.0.0.1", port: (relay.address() as { port: number }).port };
+      const a = await make(`a${pinned}`, { peers: { b: via }, pinPeers: pinned });
+      const got: unknown[] = [];
+      // b dials a directly: a learns the address b announces...
+      b.addPeer(a.id, a.address());
+      b.send(a.id, 1);
+      await waitFor(() => a.peerState("b") === "connected", "b's direct connection");
+      // ...and b restarts on the same port, so a must dial it again.
+      await b.stop();
+      await waitFor(() => a.peerState("b") !== "connected", "a to see b go");
+      const b2 = await make("b", { port: port.port });
+      b2.on("message", (_f, m) => got.push(m));
+      a.send("b", 2);
+      await waitFor(() => got.length === 1, "a's message to reach b again");
+      if (pinned) expect(relayed).toBeGreaterThan(0);
+      else expect(relayed).toBe(0);
+      await Promise.all([a.stop(), b2.stop()]);
+    }
   });
 
   it("SIGKILL of a peer process surfaces as connection events, and its restart reconnects", async () => {
