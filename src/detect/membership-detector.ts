@@ -147,6 +147,13 @@ export class MembershipDetector implements Detector {
     // along, and nobody may have probed it yet): ask it now, and wait one more window for word.
     const lost: Array<[NodeId, number]> = [];
     for (const [id, since] of held) {
+      // Declared dead by others (gossip) while it talks to this node: the failure is on someone
+      // else's path (one side of a one-way partition); nothing failed as seen from here.
+      const heard = this.heardAt.get(id);
+      if (heard !== undefined && heard >= since && now - heard <= this.correlationMs) {
+        this.askedAgent.delete(id);
+        continue;
+      }
       const agent = this.hostAgent(id);
       const state = agent === undefined ? "none" : this.agentState(agent, since);
       if (state === "answers") {
@@ -157,7 +164,7 @@ export class MembershipDetector implements Detector {
         ]);
       } else if (state === "unknown" && !this.askedAgent.has(id)) {
         this.askedAgent.set(id, now);
-        this.o.swim.core.probeSoon(agent!);
+        this.o.swim.ask(agent!);
         this.held.set(id, since);
       } else {
         this.askedAgent.delete(id);
@@ -177,7 +184,18 @@ export class MembershipDetector implements Detector {
     // Members of one host fail together: what matters is how many hosts fell silent.
     const farHosts = new Set([...farSet].map((id) => this.hostOf(id)));
     if (farHosts.size === 1) {
-      for (const [id, since] of lost) this.publish(id, "host-crash", since, now, [this.swimEvidence(now)]);
+      for (const [id, since] of lost) {
+        const agent = this.hostAgent(id);
+        const evidence = [this.swimEvidence(now)];
+        if (agent !== undefined)
+          evidence.push({
+            source: "swim",
+            what: `host agent ${agent} ${this.describeAgent(agent, since)}`,
+            at: now,
+            observer: this.o.swim.id,
+          });
+        this.publish(id, "host-crash", since, now, evidence);
+      }
       this.fenceHost([...farHosts][0]!);
       return;
     }
@@ -216,6 +234,15 @@ export class MembershipDetector implements Detector {
    * `answers` (heard from since, and not suspected since), `silent` (suspected or dead since, or
    * not a member), or `unknown` (alive as far as anyone said, but not heard from since).
    */
+  /** What is known of a host's agent, in words, for evidence. */
+  private describeAgent(agent: NodeId, since: number): string {
+    const m = this.o.swim.core.member(agent);
+    if (m === undefined || m.status !== "alive") return `is ${m?.status ?? "unknown"}`;
+    const heard = this.heardAt.get(agent);
+    const silent = this.silentAt.get(agent);
+    return `silent too (last heard ${heard === undefined ? "never" : `${(since - heard).toFixed(0)} ms before`}, suspected ${silent === undefined ? "never" : `${(silent - since).toFixed(0)} ms after`})`;
+  }
+
   private agentState(agent: NodeId, since: number): "answers" | "silent" | "unknown" {
     if (agent === this.o.swim.id) return "answers"; // this node is that agent
     const m = this.o.swim.core.member(agent);

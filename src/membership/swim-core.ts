@@ -21,6 +21,9 @@ function sameAddress(a: Address | undefined, b: Address): boolean {
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
 const MAX_RECHECKS = 6;
 
+/** Pings sent by `ask` remembered at once, awaiting an ack. */
+const MAX_ASKS = 16;
+
 interface Probe {
   seq: number;
   target: NodeId;
@@ -76,8 +79,8 @@ export class SwimCore {
   /** A member whose last probe was answered only through a relay: probed again next period. */
   private recheck: NodeId | undefined;
   private rechecks = 0;
-  /** A member someone asked to hear from now (probeSoon): probed next period. */
-  private soon: NodeId | undefined;
+  /** Pings sent by `ask`, awaiting their ack: seq → target and when sent (at most MAX_ASKS). */
+  private readonly asks = new Map<number, { target: NodeId; sentAt: number }>();
   /** Members alive or suspect, this node included (kept up to date: asked for on every message). */
   private live = 1;
   private started = false;
@@ -122,15 +125,6 @@ export class SwimCore {
     return [...this.members.values()];
   }
 
-  /**
-   * Probe `id` next period instead of waiting for its turn in the round (a detector that needs
-   * fresh word of a member: is a silent process's host agent still answering?). Its answer comes
-   * as a `path` output like any probe's.
-   */
-  probeSoon(id: NodeId): void {
-    if (this.members.has(id)) this.soon = id;
-  }
-
   /** Members believed alive (suspects included: they are not declared failed yet). */
   liveCount(): number {
     return this.live;
@@ -157,8 +151,20 @@ export class SwimCore {
       case "leave":
         this.onLeave();
         break;
+      case "ask":
+        this.onAsk(input.now, input.target);
+        break;
     }
     return this.out;
+  }
+
+  private onAsk(now: number, target: NodeId): void {
+    if (!this.members.has(target) || target === this.id) return;
+    const seq = this.seq++;
+    this.asks.set(seq, { target, sentAt: now });
+    // Unanswered asks are forgotten oldest first: the map stays small whatever happens.
+    if (this.asks.size > MAX_ASKS) this.asks.delete(this.asks.keys().next().value!);
+    this.send(target, { p: "swim", t: "ping", seq, g: this.piggyback() });
   }
 
   private onStart(): void {
@@ -308,6 +314,12 @@ export class SwimCore {
           this.relays.delete(msg.seq);
           this.cancelTimer(`relay:${msg.seq}`);
           this.send(relay.origin, { p: "swim", t: "ack", seq: relay.originSeq, g: this.piggyback() });
+          break;
+        }
+        const ask = this.asks.get(msg.seq);
+        if (ask && ask.target === from) {
+          this.asks.delete(msg.seq);
+          this.out.push({ type: "path", peer: from, direct: true, rttMs: now - ask.sentAt });
           break;
         }
         const p = this.probe;
@@ -483,12 +495,6 @@ export class SwimCore {
   }
 
   private nextTarget(): NodeId | undefined {
-    const asked = this.soon;
-    this.soon = undefined;
-    if (asked !== undefined) {
-      const m = this.members.get(asked);
-      if (m && (m.status === "alive" || m.status === "suspect")) return asked;
-    }
     const again = this.recheck;
     this.recheck = undefined;
     if (again !== undefined) {

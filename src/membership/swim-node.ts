@@ -71,6 +71,11 @@ export class SwimNode {
   }
 
   /** Announce a graceful leave (members record "left", not a failure), then stop. */
+  /** Ping `target` now, outside the probe rotation; an answer is emitted as a direct `path` event. */
+  ask(target: NodeId): void {
+    this.step({ type: "ask", now: this.o.clock.now(), target });
+  }
+
   leave(): void {
     this.step({ type: "leave", now: this.o.clock.now() });
   }

@@ -58,7 +58,13 @@ export type SwimInput =
   | { type: "start"; now: number }
   | { type: "message"; now: number; from: NodeId; msg: unknown }
   | { type: "timer"; now: number; timer: string }
-  | { type: "leave"; now: number };
+  | { type: "leave"; now: number }
+  /**
+   * Ping `target` now, outside the probe rotation (a detector that needs fresh word of a member:
+   * does a silent process's host agent still answer?). An answer comes out as a direct `path`
+   * output; no answer changes nothing (no suspicion: the regular probes decide that).
+   */
+  | { type: "ask"; now: number; target: NodeId };
 
 export type SwimOutput =
   | { type: "send"; to: NodeId; msg: SwimMessage }

@@ -385,3 +385,36 @@ describe("host agents in simulation", () => {
     expect(r.stats.certainHostCrashReports).toBeGreaterThan(100);
   }, 300_000);
 });
+
+describe("SwimCore ask (a ping outside the probe rotation)", () => {
+  it("pings the member at once, and only its own ack comes out as a direct path", async () => {
+    const { SwimCore } = await import("../../src/membership/swim-core.ts");
+    const { createRng } = await import("../../src/runtime/rng.ts");
+    const core = new SwimCore({ id: "a", rng: createRng(1), members: ["b", "c"] });
+    core.step({ type: "start", now: 0 });
+    const out = core.step({ type: "ask", now: 10, target: "b" });
+    const ping = out.find((o) => o.type === "send" && o.to === "b" && o.msg.t === "ping");
+    expect(ping).toBeDefined();
+    const seq = (ping as { msg: { seq: number } }).msg.seq;
+    // An ack with that seq from someone else is not b's answer.
+    const forged = core.step({
+      type: "message",
+      now: 12,
+      from: "c",
+      msg: { p: "swim", t: "ack", seq, g: [] },
+    });
+    expect(forged.filter((o) => o.type === "path")).toEqual([]);
+    const acked = core.step({
+      type: "message",
+      now: 13,
+      from: "b",
+      msg: { p: "swim", t: "ack", seq, g: [] },
+    });
+    expect(acked.filter((o) => o.type === "path")).toEqual([
+      { type: "path", peer: "b", direct: true, rttMs: 3 },
+    ]);
+    // Asking about a stranger, or about itself, sends nothing.
+    expect(core.step({ type: "ask", now: 20, target: "zz" })).toEqual([]);
+    expect(core.step({ type: "ask", now: 20, target: "a" })).toEqual([]);
+  });
+});
