@@ -34,12 +34,10 @@ export class MembershipDetector implements Detector {
   private readonly refused = new Map<NodeId, number>();
   private readonly published = new Map<NodeId, FailureReport>();
   private readonly suspectedAt = new Map<NodeId, number>();
-  /** When each member last fell silent (suspect or dead): was a host's agent silent too? */
-  private readonly silentAt = new Map<NodeId, number>();
-  /** When each member was last heard from (a message, or a probe it answered, even indirectly). */
-  private readonly heardAt = new Map<NodeId, number>();
-  /** Members whose verdict waits for word from their host's agent: since when. */
-  private readonly askedAgent = new Map<NodeId, number>();
+  /** When each member last answered a probe or an ask of this node's (directly or through a relay). */
+  private readonly answeredAt = new Map<NodeId, number>();
+  /** When this node asked a member declared dead (and its host's agent) whether it answers. */
+  private readonly askedAt = new Map<NodeId, number>();
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
   private readonly held = new Map<NodeId, number>();
   private holdTimer: Timer | undefined;
@@ -69,8 +67,7 @@ export class MembershipDetector implements Detector {
     this.offs.push(
       this.o.swim.on("member", (m, prev) => this.onMember(m, prev)),
       this.o.transport.on("connection", (e) => this.onConnection(e)),
-      this.o.transport.on("message", (from) => this.heardAt.set(from, this.o.clock.now())),
-      this.o.swim.on("path", (peer) => this.heardAt.set(peer, this.o.clock.now())),
+      this.o.swim.on("path", (peer) => this.answeredAt.set(peer, this.o.clock.now())),
     );
   }
 
@@ -89,9 +86,10 @@ export class MembershipDetector implements Detector {
 
   private onMember(m: Member, prev: Member["status"] | undefined): void {
     const now = this.o.clock.now();
-    if (m.status === "suspect" || m.status === "dead") this.silentAt.set(m.id, now);
     if (m.status === "suspect") {
       this.suspectedAt.set(m.id, now);
+      // Word from its host's agent decides, later, between a process and its host: ask early.
+      this.ask(this.hostAgent(m.id));
       return;
     }
     const since = this.suspectedAt.get(m.id) ?? now;
@@ -107,13 +105,17 @@ export class MembershipDetector implements Detector {
         return;
       }
       // Nothing answered. Hold the verdict briefly: several members lost at once is a partition
-      // (named by its sides), one alone a host crash.
+      // (named by its sides), one alone a host crash — unless the member, or its host's agent,
+      // answers this node meanwhile: ask both now.
+      this.askedAt.set(m.id, now);
+      this.ask(m.id);
+      this.ask(this.hostAgent(m.id));
       this.held.set(m.id, since);
       this.holdTimer ??= this.o.clock.setTimer(this.correlationMs, () => this.release());
       return;
     }
     this.held.delete(m.id);
-    this.askedAgent.delete(m.id);
+    this.askedAt.delete(m.id);
     const host = this.hostOf(m.id);
     this.fences.get(host)?.();
     this.fences.delete(host);
@@ -142,39 +144,28 @@ export class MembershipDetector implements Detector {
     const now = this.o.clock.now();
     const held = [...this.held.entries()];
     this.held.clear();
-    // A member whose host's agent answers: the host is up, the process is not (gone or hung). An
-    // agent that has merely not been suspected yet proves nothing (a crashed host takes its agent
-    // along, and nobody may have probed it yet): ask it now, and wait one more window for word.
+    // A member that answers this node is alive from here, whatever others' gossip said (the far
+    // side of a one-way partition): nothing to report. A member whose host's agent answers: the
+    // host is up, the process is not (gone, or hung: a SIGSTOPped process's kernel still ACKs).
+    // An agent merely not suspected yet proves nothing: a crashed host takes its agent along.
     const lost: Array<[NodeId, number]> = [];
     for (const [id, since] of held) {
-      // Declared dead by others (gossip) while it talks to this node: the failure is on someone
-      // else's path (one side of a one-way partition); nothing failed as seen from here.
-      const heard = this.heardAt.get(id);
-      if (heard !== undefined && heard >= since && now - heard <= this.correlationMs) {
-        this.askedAgent.delete(id);
-        continue;
-      }
+      const asked = this.askedAt.get(id) ?? since;
+      this.askedAt.delete(id);
+      if (this.answeredSince(id, asked)) continue;
       const agent = this.hostAgent(id);
-      const state = agent === undefined ? "none" : this.agentState(agent, since);
-      if (state === "answers") {
-        this.askedAgent.delete(id);
+      if (agent !== undefined && (agent === this.o.swim.id || this.answeredSince(agent, since))) {
         this.publish(id, "process-exit", since, now, [
           this.swimEvidence(now),
           { source: "swim", what: `host agent ${agent} answers`, at: now, observer: this.o.swim.id },
         ]);
-      } else if (state === "unknown" && !this.askedAgent.has(id)) {
-        this.askedAgent.set(id, now);
-        this.o.swim.ask(agent!);
-        this.held.set(id, since);
       } else {
-        this.askedAgent.delete(id);
         lost.push([id, since]);
       }
     }
-    if (this.held.size > 0) this.holdTimer = this.o.clock.setTimer(this.correlationMs, () => this.release());
     if (lost.length === 0) return;
     // The far side: what was lost now, what is suspected now, and what fell silent recently.
-    const farSet = new Set([...lost.map(([id]) => id), ...this.held.keys()]);
+    const farSet = new Set(lost.map(([id]) => id));
     for (const m of this.o.swim.members()) {
       if (m.status === "suspect") farSet.add(m.id);
       const r = this.published.get(m.id);
@@ -238,19 +229,19 @@ export class MembershipDetector implements Detector {
   private describeAgent(agent: NodeId, since: number): string {
     const m = this.o.swim.core.member(agent);
     if (m === undefined || m.status !== "alive") return `is ${m?.status ?? "unknown"}`;
-    const heard = this.heardAt.get(agent);
-    const silent = this.silentAt.get(agent);
-    return `silent too (last heard ${heard === undefined ? "never" : `${(since - heard).toFixed(0)} ms before`}, suspected ${silent === undefined ? "never" : `${(silent - since).toFixed(0)} ms after`})`;
+    const answered = this.answeredAt.get(agent);
+    return `does not answer either (last answered ${answered === undefined ? "never" : `${(since - answered).toFixed(0)} ms before`})`;
   }
 
-  private agentState(agent: NodeId, since: number): "answers" | "silent" | "unknown" {
-    if (agent === this.o.swim.id) return "answers"; // this node is that agent
-    const m = this.o.swim.core.member(agent);
-    const silent = this.silentAt.get(agent);
-    if (m?.status !== "alive") return "silent";
-    const heard = this.heardAt.get(agent);
-    if (heard !== undefined && heard >= since && (silent === undefined || heard > silent)) return "answers";
-    return silent !== undefined && silent >= since ? "silent" : "unknown";
+  /** Whether a member answered a probe or an ask of this node's at or after `t`. */
+  private answeredSince(id: NodeId, t: number): boolean {
+    const at = this.answeredAt.get(id);
+    return at !== undefined && at >= t && this.o.swim.core.member(id)?.status !== "left";
+  }
+
+  /** Ping a member now (outside the probe rotation); its answer arrives as a `path` event. */
+  private ask(id: NodeId | undefined): void {
+    if (id !== undefined && id !== this.o.swim.id) this.o.swim.ask(id);
   }
 
   /** A member's host as it announced it (a member that announced none is a host of its own). */
