@@ -36,6 +36,8 @@ export class MembershipDetector implements Detector {
   private readonly suspectedAt = new Map<NodeId, number>();
   /** When each member last answered a probe or an ask of this node's (directly or through a relay). */
   private readonly answeredAt = new Map<NodeId, number>();
+  /** When a message from each member last arrived (one-way, it proves the sender up, not the path). */
+  private readonly heardAt = new Map<NodeId, number>();
   /** When this node asked a member declared dead (and its host's agent) whether it answers. */
   private readonly askedAt = new Map<NodeId, number>();
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
@@ -68,6 +70,7 @@ export class MembershipDetector implements Detector {
       this.o.swim.on("member", (m, prev) => this.onMember(m, prev)),
       this.o.transport.on("connection", (e) => this.onConnection(e)),
       this.o.swim.on("path", (peer) => this.answeredAt.set(peer, this.o.clock.now())),
+      this.o.transport.on("message", (from) => this.heardAt.set(from, this.o.clock.now())),
     );
   }
 
@@ -172,9 +175,13 @@ export class MembershipDetector implements Detector {
       if (m.status === "dead" && r && r.kind !== "process-exit" && now - r.detectedAt <= RECENT_LOSS_MS)
         farSet.add(m.id);
     }
-    // Members of one host fail together: what matters is how many hosts fell silent.
+    // Members of one host fail together: what matters is how many hosts fell silent. A crashed
+    // host sends nothing: one whose members' messages still arrive is up, and it is our traffic to
+    // it that is lost (one way) — the network, so a partition, however many hosts it cuts off.
     const farHosts = new Set([...farSet].map((id) => this.hostOf(id)));
-    if (farHosts.size === 1) {
+    const since = Math.min(...lost.map(([, s]) => s));
+    const sending = [...farSet].filter((id) => (this.heardAt.get(id) ?? -Infinity) >= since);
+    if (farHosts.size === 1 && sending.length === 0) {
       for (const [id, since] of lost) {
         const agent = this.hostAgent(id);
         const evidence = [this.swimEvidence(now)];
@@ -198,16 +205,17 @@ export class MembershipDetector implements Detector {
         .filter((m) => m.status === "alive")
         .map((m) => m.id),
     ].sort();
+    const why =
+      farHosts.size > 1
+        ? `${far.length} members of ${farHosts.size} hosts lost together`
+        : `${sending.sort().join(", ")} still send${sending.length === 1 ? "s" : ""} to this node, but do${sending.length === 1 ? "es" : ""} not answer it`;
     for (const [id, since] of lost) {
       this.publish(
         id,
         "partition",
         since,
         now,
-        [
-          this.swimEvidence(now),
-          { source: "swim", what: `${far.length} members lost together`, at: now, observer: this.o.swim.id },
-        ],
+        [this.swimEvidence(now), { source: "swim", what: why, at: now, observer: this.o.swim.id }],
         [near, far],
       );
     }

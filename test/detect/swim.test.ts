@@ -273,6 +273,17 @@ describe("partitions (simulation)", () => {
     for (const { r } of got) expect(r.kind).toBe("partition");
   });
 
+  it("a single host cut off one way (its messages still arrive) is a partition, not a host crash", () => {
+    const { sim, seen } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    // Nothing reaches n3; what n3 sends still arrives.
+    sim.network.partition([["n1", "n2", "n4", "n5"], ["n3"]], { oneWay: true });
+    sim.runUntil(60_000);
+    const got = failuresOf(seen);
+    expect(got.filter(({ r }) => r.subject === "n3").length).toBeGreaterThan(0);
+    for (const { r } of got) expect(r.kind).toBe("partition");
+  });
+
   it("a single silent host is still a host crash", () => {
     const { sim, seen } = swimSim({ nodes: 5 });
     sim.runUntil(5000);
