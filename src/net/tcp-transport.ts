@@ -440,7 +440,13 @@ export class TcpTransport implements Transport, ConnectionHost {
     bump(this.counters.badFrames, err.reason);
     // Evidence of a damaged path: frames that failed the check. A payload that passed its MAC but
     // does not decode is a software mismatch, not corruption.
-    if (conn.state === "open" && conn.peer !== undefined && err.reason !== "bad-payload") {
+    // During the handshake, only a HELLO that fails its MAC on a connection we dialed (we know
+    // whom) or whose dialer authenticated (confirming) counts: garbage from a wrong address is
+    // misconfiguration, not a damaged path.
+    const known =
+      conn.state === "open" ||
+      ((conn.state === "confirming" || conn.dir === "out") && err.reason === "bad-mac");
+    if (known && conn.peer !== undefined && err.reason !== "bad-payload") {
       this.emitter.emit("integrity", { peer: conn.peer, reason: err.reason, at: this.clock.now() });
     }
     const who = conn.state === "open" ? `peer:${conn.peer}` : `addr:${conn.remote}`;
