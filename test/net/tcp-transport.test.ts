@@ -71,6 +71,47 @@ describe("TCP transport on real sockets", () => {
     }
   });
 
+  it("a HELLO damaged on the way back is integrity evidence about the peer dialed; garbage is not", async () => {
+    const b = await make("b");
+    const to = b.address() as { host: string; port: number };
+    // In front of b: flips the last bit of the first chunk b sends (its HELLO's MAC).
+    const relay = createServer((inbound) => {
+      const out = connect(to.port, "127.0.0.1");
+      let first = true;
+      out.on("data", (chunk: Buffer) => {
+        if (first) chunk[chunk.length - 1]! ^= 1;
+        first = false;
+        inbound.write(chunk);
+      });
+      inbound.pipe(out);
+      inbound.on("error", () => out.destroy());
+      out.on("error", () => inbound.destroy());
+      inbound.on("close", () => out.destroy());
+    });
+    // Not faultline at all: answers anything with text.
+    const garbage = createServer((s) => {
+      s.on("error", () => {});
+      s.end("HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
+    servers.push(relay, garbage);
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    await new Promise<void>((r) => garbage.listen(0, "127.0.0.1", r));
+    const port = (s: Server) => (s.address() as { port: number }).port;
+    const a = await make("a", {
+      peers: { b: { host: "127.0.0.1", port: port(relay) }, c: { host: "127.0.0.1", port: port(garbage) } },
+      reconnectInitialMs: 50,
+      reconnectMaxMs: 100,
+    });
+    const integrity: Array<{ peer: string; reason: string }> = [];
+    a.on("integrity", (e) => integrity.push({ peer: e.peer, reason: e.reason }));
+    a.send("b", 1);
+    a.send("c", 1);
+    await waitFor(() => integrity.some((e) => e.peer === "b"), "integrity evidence about b");
+    expect(integrity.find((e) => e.peer === "b")!.reason).toBe("bad-mac");
+    await new Promise((r) => setTimeout(r, 300)); // several dials to c meanwhile
+    expect(integrity.filter((e) => e.peer === "c")).toEqual([]);
+  });
+
   it("SIGKILL of a peer process surfaces as connection events, and its restart reconnects", async () => {
     const a = await make("a", { reconnectInitialMs: 20, reconnectMaxMs: 100 });
     const events: ConnectionEvent[] = [];
