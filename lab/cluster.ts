@@ -19,6 +19,8 @@ export const ECHO_PORT = 7200;
 export const RELAY_PORT = 7301;
 /** On the first host of the corrupt pair: a corrupting relay to the other's echo server. */
 export const ECHO_RELAY_PORT = 7302;
+/** The witnesses when a scenario runs with leases and fences (none on h3, the usual target). */
+export const WITNESSES = ["agent:h1", "agent:h2", "agent:h4"];
 
 /** Monotonic milliseconds (CLOCK_MONOTONIC, the clock Python's time.monotonic() reads too). */
 export const now = (): number => Number(process.hrtime.bigint()) / 1e6;
@@ -81,7 +83,7 @@ export class LabCluster {
    * hosts of `corruptPair` (only when a scenario needs them: a user-space hop on a path is a
    * slower path) relays that can flip bits, through which those two nodes reach each other.
    */
-  private plan(corruptPair: readonly [string, string] | readonly []): void {
+  private plan(corruptPair: readonly [string, string] | readonly [], fencing: boolean): void {
     this.children.length = 0;
     const hosts = this.net.hosts;
     const swim = [
@@ -91,6 +93,9 @@ export class LabCluster {
       this.o.probeTimeout,
       "--suspicion-mult",
       String(this.o.suspicionMult),
+      // Leases and fences: the agents of h1, h2 and h4 are the witnesses, so that a silent host's
+      // crash becomes certain once its agent's lease has surely ended.
+      ...(fencing ? ["--witnesses", WITNESSES.join(",")] : []),
     ];
     const nodes = (except?: LabHost) =>
       hosts
@@ -253,9 +258,9 @@ export class LabCluster {
    * Every process stopped (if running) and started afresh, and everything heard from them
    * forgotten; with `corruptPair`, those two hosts' nodes talk through bit-flipping relays.
    */
-  async restart(corruptPair: readonly [string, string] | readonly [] = []): Promise<void> {
+  async restart(corruptPair: readonly [string, string] | readonly [] = [], fencing = false): Promise<void> {
     await this.killAll();
-    this.plan(corruptPair);
+    this.plan(corruptPair, fencing);
     this.seen.length = 0;
     this.current.clear();
     this.views.clear();

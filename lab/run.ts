@@ -42,6 +42,8 @@ export interface Scenario {
   heal?: (ctx: Ctx) => Promise<void> | void;
   /** Two hosts whose nodes reach each other through bit-flipping relays (lab/corrupt-relay.ts). */
   relayed?: [string, string];
+  /** Run with leases and fences (witnesses), so that a host crash can become certain. */
+  fencing?: boolean;
   /** A longer window than the run's (a condition that takes a while to show by definition). */
   windowMs?: number;
   /** Extra time after healthy before injecting (a baseline to build). */
@@ -84,6 +86,18 @@ export const SCENARIOS: Scenario[] = [
     name: "host crash",
     fault: "h3 silenced, then all its processes SIGKILLed",
     ...h3Down,
+    inject: (c) => {
+      c.net.silence(c.h("h3"));
+      for (const p of c.cluster.onHost(c.h("h3"))) c.cluster.signal(p, "SIGKILL");
+    },
+  },
+  {
+    name: "host crash (leases)",
+    fault: "the same, with leases and fences (witnesses: the agents of h1, h2, h4; 4 s lease)",
+    ...h3Down,
+    fencing: true,
+    // Witnesses grant no lease until a fence bound after they start: let the agents hold theirs.
+    settleMs: 15_000,
     inject: (c) => {
       c.net.silence(c.h("h3"));
       for (const p of c.cluster.onHost(c.h("h3"))) c.cluster.signal(p, "SIGKILL");
@@ -224,6 +238,8 @@ export interface TrialResult {
   trial: number;
   /** ms from injection to the first correct report, from any observer; undefined: none in the window. */
   detectedMs?: number;
+  /** ms from injection until a correct report was certain at the observing host, if it became so. */
+  certainMs?: number;
   /** The first correct report. */
   first?: { observer: string; kind: FailureKind; certainty: string; subject: string; peer?: string };
   /** The kinds and certainties of every correct report. */
@@ -315,7 +331,7 @@ async function trial(
   // Each trial starts from scratch: no rule, limit or loss left, every process a new life, so that
   // no trial inherits another's suspicions, path history or baselines.
   net.heal();
-  await cluster.restart(s.relayed ?? []);
+  await cluster.restart(s.relayed ?? [], s.fencing ?? false);
   await waitFor(
     () => cluster.healthy().ok,
     60_000,
@@ -409,6 +425,8 @@ async function trial(
         ...(r.peer ? { peer: r.peer } : {}),
       };
     }
+    const certain = after.find((x) => detectedHere(x) && (x.report as FailureReport).certainty === "certain");
+    if (certain) result.certainMs = certain.at - t0;
     for (const x of after) {
       const r = x.report as FailureReport;
       if (correctSeen(x)) {

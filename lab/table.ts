@@ -6,6 +6,7 @@ import { MECHANISMS, type Mechanism, SCENARIOS, type TrialResult } from "./run.t
  */
 const WALFISH: Partial<Record<string, string>> = {
   "host crash": "18–21 s (OS crash)",
+  "host crash (leases)": "18–21 s (OS crash)",
   "host freeze": "18–21 s (OS crash)",
   "route failure": "~3 s (link failure)",
   partition: "~3 s (link failure)",
@@ -50,7 +51,12 @@ export function labTable(results: TrialResult[]): string {
     ];
     const later = [...new Set(rs.flatMap((r) => r.certainties))].filter((c) => !firsts.includes(c));
     // What the observing host heard first, then anything else right that anyone reported.
-    const reported = [...firsts, ...later].join(", ") || "nothing";
+    const certain = rs.flatMap((r) => (r.certainMs === undefined ? [] : [r.certainMs]));
+    const reported =
+      ([...firsts, ...later].join(", ") || "nothing") +
+      (certain.length > 0 && !firsts.some((f) => f.includes("(certain)"))
+        ? `; certain after ${fmt(median(certain))} (${fmt(Math.max(...certain))})${certain.length < rs.length ? `, ${certain.length}/${rs.length} trials` : ""}`
+        : "");
     const right = rs.filter((r) => r.detectedMs !== undefined && r.wrong.length === 0).length;
     const wrong = rs.reduce((n, r) => n + r.wrong.length, 0);
     const latency = detected.length ? `${fmt(median(detected))} (${fmt(Math.max(...detected))})` : "—";
