@@ -100,30 +100,47 @@ function namespaceOf(pid: number): string {
 }
 
 /**
- * Remove everything a lab run made: processes it recorded (only those still inside a lab
- * namespace, so a reused PID is never hit), then every lab namespace (its links, bridge, rules
+ * Remove everything a lab run made: every process inside a lab namespace (the kernel's list, and
+ * the PIDs it recorded that are still inside one, so a reused PID is never hit), then every lab
+ * namespace (its links, bridge, rules
  * and qdiscs go with it), then the state directory. Safe to run at any time, twice, or with
  * nothing to do. Returns what it removed.
  */
 export function cleanAll(): { processes: number; namespaces: string[] } {
-  let processes = 0;
-  for (const pid of labPids()) {
-    if (!namespaceOf(pid).startsWith(PREFIX)) continue;
+  // Whatever runs inside a lab namespace was started by the lab: the kernel's list of them
+  // (`ip netns pids`) also finds a process a killed run had started but not yet recorded.
+  const inLab = () => [
+    ...new Set([
+      ...labNamespaces().flatMap((ns) => nsPids(ns)),
+      ...labPids().filter((pid) => namespaceOf(pid).startsWith(PREFIX)),
+    ]),
+  ];
+  const victims = inLab();
+  for (const pid of victims) {
     try {
       process.kill(pid, "SIGCONT");
       process.kill(pid, "SIGKILL");
-      processes++;
     } catch {
       // already gone
     }
   }
-  // A namespace goes when its last process does: wait for the killed ones.
+  // Deleting a namespace's name does not end the processes in it: wait until they are gone.
   const end = Date.now() + 5000;
-  while (labPids().some((pid) => namespaceOf(pid).startsWith(PREFIX)) && Date.now() < end) sleepSync(20);
+  while (inLab().length > 0 && Date.now() < end) sleepSync(20);
   const namespaces = labNamespaces();
   for (const ns of namespaces) spawnSync("ip", ["netns", "del", ns], { stdio: "ignore" });
   rmSync(STATE_DIR, { recursive: true, force: true });
-  return { processes, namespaces };
+  return { processes: victims.length, namespaces };
+}
+
+/** The processes inside a named namespace, as the kernel lists them. */
+export function nsPids(ns: string): number[] {
+  const out = spawnSync("ip", ["netns", "pids", ns], { encoding: "utf8" }).stdout ?? "";
+  return out
+    .split("\n")
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && pid !== process.pid);
 }
 
 function sleepSync(ms: number): void {

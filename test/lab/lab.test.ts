@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { cliBundle } from "../../bench/clusters.ts";
-import { alive, cleanAll, labNamespaces, PREFIX, STATE_DIR, whyNot } from "../../lab/netns.ts";
+import { alive, cleanAll, labNamespaces, nsPids, PREFIX, STATE_DIR, whyNot } from "../../lab/netns.ts";
 import { LAB_SWIM, runLab, SCENARIOS } from "../../lab/run.ts";
 import { Processes, ROOT, waitFor } from "../fixtures/processes.ts";
 
@@ -90,7 +90,8 @@ describe.skipIf(why !== undefined)("the real-network fault lab (network namespac
         throw new Error(`${(e as Error).message}\n${out}`);
       });
       await waitFor(() => out.includes("host freeze #1"), "a first trial", 120_000);
-      const pids = recorded();
+      // Everything in the lab's namespaces, by the kernel's list, and what the run recorded.
+      const pids = [...new Set([...recorded(), ...labNamespaces().flatMap((ns) => nsPids(ns))])];
       expect(labNamespaces().some((ns) => ns.startsWith(PREFIX))).toBe(true);
       p.kill(how);
       await Processes.exited(p);
