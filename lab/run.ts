@@ -71,6 +71,12 @@ const h3Down = {
   probe: (c: Ctx) => ({ from: c.h("h1"), host: c.h("h3").addr, port: ECHO_PORT }),
 } as const;
 
+/** A real crashed host sends no RST or FIN: h3 falls silent first, then everything on it dies. */
+function crashH3(c: Ctx): void {
+  c.net.silence(c.h("h3"));
+  for (const p of c.cluster.onHost(c.h("h3"))) c.cluster.signal(p, "SIGKILL");
+}
+
 export const SCENARIOS: Scenario[] = [
   {
     name: "process crash",
@@ -86,10 +92,7 @@ export const SCENARIOS: Scenario[] = [
     name: "host crash",
     fault: "h3 silenced, then all its processes SIGKILLed",
     ...h3Down,
-    inject: (c) => {
-      c.net.silence(c.h("h3"));
-      for (const p of c.cluster.onHost(c.h("h3"))) c.cluster.signal(p, "SIGKILL");
-    },
+    inject: crashH3,
   },
   {
     name: "host crash (leases)",
@@ -98,10 +101,7 @@ export const SCENARIOS: Scenario[] = [
     fencing: true,
     // Witnesses grant no lease until a fence bound after they start: let the agents hold theirs.
     settleMs: 15_000,
-    inject: (c) => {
-      c.net.silence(c.h("h3"));
-      for (const p of c.cluster.onHost(c.h("h3"))) c.cluster.signal(p, "SIGKILL");
-    },
+    inject: crashH3,
   },
   {
     name: "host freeze",

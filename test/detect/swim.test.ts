@@ -293,27 +293,33 @@ describe("partitions (simulation)", () => {
   });
 });
 
+/** Process nodes n1..nK, each on host hI with an agent agent:hI; every report recorded. */
+async function agentSim(procs: string[], seed: number) {
+  const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
+  const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
+  const { Simulation } = await import("../../src/sim/simulation.ts");
+  type N = ReturnType<typeof simDetectionNode> | InstanceType<typeof SimHostAgent>;
+  const ids = [...procs, ...procs.map((p) => `agent:h${p.slice(1)}`)];
+  const hosts = Object.fromEntries(ids.map((id) => [id, `h${id.at(-1)}`]));
+  const seen: Seen[] = [];
+  const sim: InstanceType<typeof Simulation<N>> = new Simulation<N>({
+    seed,
+    nodes: ids,
+    hosts,
+    create: (ctx) => {
+      const node = simDetectionNode(ctx);
+      node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
+      if (!ctx.id.startsWith("agent:")) return node;
+      const host = sim.hostOf(ctx.id);
+      return new SimHostAgent(node, ctx, host, [[`n${host.slice(1)}`, 0]]);
+    },
+  });
+  return { sim, seen, ids, SimHostAgent };
+}
+
 describe("host agents in simulation", () => {
   it("a process crash with its agent alive is reported certain by every member; a host crash is not", async () => {
-    const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
-    const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
-    const { Simulation } = await import("../../src/sim/simulation.ts");
-    type N = ReturnType<typeof simDetectionNode> | InstanceType<typeof SimHostAgent>;
-    const ids = ["n1", "n2", "n3", "agent:h1", "agent:h2", "agent:h3"];
-    const hosts = { n1: "h1", "agent:h1": "h1", n2: "h2", "agent:h2": "h2", n3: "h3", "agent:h3": "h3" };
-    const seen: Seen[] = [];
-    const sim: InstanceType<typeof Simulation<N>> = new Simulation<N>({
-      seed: 5,
-      nodes: ids,
-      hosts,
-      create: (ctx) => {
-        const node = simDetectionNode(ctx);
-        node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
-        if (!ctx.id.startsWith("agent:")) return node;
-        const host = sim.hostOf(ctx.id);
-        return new SimHostAgent(node, ctx, host, [[`n${host.slice(1)}`, 0]]);
-      },
-    });
+    const { sim, seen, ids, SimHostAgent } = await agentSim(["n1", "n2", "n3"], 5);
     sim.onLifecycle((e) => {
       const agent = sim.node(`agent:h${e.id.slice(1)}`);
       if (!e.host && !e.id.startsWith("agent:") && agent instanceof SimHostAgent) {
@@ -350,25 +356,7 @@ describe("host agents in simulation", () => {
   });
 
   it("a hung process (paused, its agent answering) is a suspected process-exit, not a host crash", async () => {
-    const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
-    const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
-    const { Simulation } = await import("../../src/sim/simulation.ts");
-    type N = ReturnType<typeof simDetectionNode> | InstanceType<typeof SimHostAgent>;
-    const ids = ["n1", "n2", "n3", "n4", "agent:h1", "agent:h2", "agent:h3", "agent:h4"];
-    const hosts = Object.fromEntries(ids.map((id) => [id, `h${id.at(-1)}`]));
-    const seen: Seen[] = [];
-    const sim: InstanceType<typeof Simulation<N>> = new Simulation<N>({
-      seed: 11,
-      nodes: ids,
-      hosts,
-      create: (ctx) => {
-        const node = simDetectionNode(ctx);
-        node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
-        if (!ctx.id.startsWith("agent:")) return node;
-        const host = sim.hostOf(ctx.id);
-        return new SimHostAgent(node, ctx, host, [[`n${host.slice(1)}`, 0]]);
-      },
-    });
+    const { sim, seen, ids } = await agentSim(["n1", "n2", "n3", "n4"], 11);
     sim.start();
     sim.runUntil(5000);
     sim.pause("n3");
