@@ -4,7 +4,10 @@ import type { NodeId } from "../net/transport.ts";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { FENCED_EXIT_CODE } from "./host-agent.ts";
-import { type LocalMessage, parseGrant } from "./messages.ts";
+import { isUnregisterAck, type LocalMessage, parseGrant } from "./messages.ts";
+
+/** How long stop() waits for the agent to acknowledge the unregister before closing anyway. */
+const UNREGISTER_ACK_MS = 2000;
 
 export interface AgentClientOptions {
   /** This process's cluster id (what peers will see reported). */
@@ -47,6 +50,8 @@ export class AgentClient {
   private expiryTimer: Timer | undefined;
   private fenced = false;
   private stopped = false;
+  /** Set while stop() waits for the agent to acknowledge the unregister. */
+  private onUnregistered: (() => void) | undefined;
 
   constructor(private readonly o: AgentClientOptions) {
     this.clock = o.clock ?? realClock;
@@ -68,7 +73,12 @@ export class AgentClient {
       }
     });
     this.transport.on("message", (from, m) => {
-      const g = from === this.o.agentId ? parseGrant(m) : undefined;
+      if (from !== this.o.agentId) return;
+      if (isUnregisterAck(m)) {
+        this.onUnregistered?.();
+        return;
+      }
+      const g = parseGrant(m);
       if (g) this.onGrant(g.seq, g.ms, g.everyMs);
     });
     this.transport.addPeer(this.o.agentId, { path: this.o.socketPath }, { connect: true });
@@ -144,9 +154,22 @@ export class AgentClient {
     this.renewTimer?.cancel();
     this.expiryTimer?.cancel();
     if (this.connected()) {
-      const bye: LocalMessage = { p: "agent", t: "unregister" };
-      this.transport.send(this.o.agentId, bye);
-      await new Promise((r) => setTimeout(r, 20)); // real-io: let the unregister leave before closing
+      // Close only once the agent has acknowledged: closing first could let the agent see the
+      // connection end before the unregister and report a deliberate exit as a failure.
+      const acked = new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), UNREGISTER_ACK_MS); // real-io: bound the wait
+        this.onUnregistered = () => {
+          clearTimeout(t);
+          resolve(true);
+        };
+      });
+      this.transport.send(this.o.agentId, { p: "agent", t: "unregister" } satisfies LocalMessage);
+      if (!(await acked))
+        (this.o.logger ?? silentLogger()).warn(
+          { agent: this.o.agentId, waitedMs: UNREGISTER_ACK_MS },
+          "the host agent did not acknowledge the unregister: it may report this exit as a failure",
+        );
+      this.onUnregistered = undefined;
     }
     await this.transport.stop();
   }

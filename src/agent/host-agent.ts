@@ -9,7 +9,7 @@ import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { createRng } from "../runtime/rng.ts";
 import type { FencingConfig } from "./lease.ts";
-import { type AgentNotice, type LeaseGrant, parseLocal } from "./messages.ts";
+import { type AgentNotice, type LeaseGrant, parseLocal, type UnregisterAck } from "./messages.ts";
 import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
 
 /** How often an agent says again which processes run on its host (notices can be lost) (ms). */
@@ -258,6 +258,8 @@ export class HostAgent {
     if (msg.t === "unregister") {
       const r = this.registered.get(from);
       if (r) r.unregistered = true;
+      // Acknowledged, so the process closes only once its exit can no longer be taken for a failure.
+      this.local.send(from, { p: "agent", t: "unregistered" } satisfies UnregisterAck);
       return;
     }
     if (msg.t === "renew") {

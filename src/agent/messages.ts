@@ -14,6 +14,14 @@ export type LocalMessage =
  */
 export type LeaseGrant = { p: "agent"; t: "lease"; seq: number; ms: number | null; everyMs: number };
 
+/** The agent's answer to `unregister`: the process's exit from now on is deliberate, not a failure. */
+export type UnregisterAck = { p: "agent"; t: "unregistered" };
+
+export function isUnregisterAck(m: unknown): boolean {
+  const x = m as Partial<UnregisterAck>;
+  return typeof m === "object" && m !== null && x.p === "agent" && x.t === "unregistered";
+}
+
 export function parseGrant(m: unknown): LeaseGrant | undefined {
   const x = m as Partial<LeaseGrant>;
   if (typeof m !== "object" || m === null || x.p !== "agent" || x.t !== "lease") return undefined;

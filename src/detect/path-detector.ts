@@ -26,6 +26,10 @@ export const PATH_DEFAULTS = {
   rttFactor: 5,
   rttFloorMs: 20,
   baselineWindowMs: 300_000,
+  /** Round trips are not judged for this long after the path's state changed (ms): right after an
+   *  outage they carry TCP's retransmission backoff (a 1.5 s outage can delay data by as much
+   *  again), the symptom of the outage, not of a queue. */
+  rttSettleMs: 5000,
 } as const;
 
 export type PathOptions = { -readonly [K in keyof typeof PATH_DEFAULTS]?: number };
@@ -35,6 +39,8 @@ interface PathState {
   directStreak: number;
   last: boolean | undefined;
   changes: number[];
+  /** When the direct path last went from working to not or back (ms). */
+  lastChange: number | undefined;
   integrity: number[];
   /** Recent direct round trips (ms) and the baseline samples [time, rtt]. */
   rtts: number[];
@@ -52,7 +58,8 @@ interface PathState {
  *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window;
  *  - `congestion`: the peer answers, but the median of its recent round trips is rttFactor times
  *    its baseline (the lowest RTT in the last baselineWindowMs) and above rttFloorMs, over a run of
- *    rttSamples direct answers (no failed probe among them);
+ *    rttSamples direct answers (no failed probe among them, none within rttSettleMs of the path
+ *    failing or coming back);
  * While corruption or congestion holds, the probes they make fail are not also reported as route
  * conditions.
  * Each clears with hysteresis (a streak of direct answers; half the changes; a quiet period), so a
@@ -98,6 +105,7 @@ export class PathDetector implements Detector {
         directStreak: 0,
         last: undefined,
         changes: [],
+        lastChange: undefined,
         integrity: [],
         rtts: [],
         baseline: [],
@@ -120,7 +128,11 @@ export class PathDetector implements Detector {
       s.indirectStreak++;
       s.directStreak = 0;
     }
-    if (s.last !== undefined && s.last !== direct) s.changes.push(now);
+    if (s.last !== undefined && s.last !== direct) {
+      s.changes.push(now);
+      s.lastChange = now;
+      s.rtts.length = 0;
+    }
     s.last = direct;
     prune(s.changes, now - this.o.flapWindowMs);
 
@@ -163,10 +175,14 @@ export class PathDetector implements Detector {
     while (s.baseline.length > 0 && s.baseline.at(-1)![1] >= rtt) s.baseline.pop();
     s.baseline.push([now, rtt]);
     while (s.baseline.length > 0 && s.baseline[0]![0] < now - this.o.baselineWindowMs) s.baseline.shift();
+    // Right after the path failed or came back, round trips carry TCP's retransmissions (a
+    // flapping path's symptom), not a queue's: they are neither kept nor judged for a while.
+    if (s.lastChange !== undefined && now - s.lastChange < this.o.rttSettleMs) {
+      s.rtts.length = 0;
+      return;
+    }
     if (s.rtts.length < this.o.rttSamples) return;
-    // Congestion is a path that answers, slowly: only over a run of direct answers. Right after a
-    // path failed, round trips carry TCP's retransmissions, the symptom of the outage (a flapping
-    // path's), not of a queue.
+    // Congestion is a path that answers, slowly: only over a run of direct answers.
     if (s.directStreak + 1 < this.o.rttSamples) return;
     const base = s.baseline[0]![1];
     const median = [...s.rtts].sort((a, b) => a - b)[Math.floor(s.rtts.length / 2)]!;

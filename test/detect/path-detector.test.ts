@@ -1,0 +1,76 @@
+import { describe, expect, it } from "vitest";
+import { Monitor } from "../../src/detect/monitor.ts";
+import { PathDetector } from "../../src/detect/path-detector.ts";
+import type { FailureReport } from "../../src/detect/report.ts";
+import type { SwimNode } from "../../src/membership/swim-node.ts";
+import type { Transport } from "../../src/net/transport.ts";
+import { Emitter } from "../../src/runtime/emitter.ts";
+import { VirtualClock } from "../../src/runtime/virtual-clock.ts";
+
+/** A PathDetector fed probe outcomes by hand, on virtual time: the path evidence exactly as SWIM
+ *  would emit it, so each rule can be checked against the sequence a real network produced. */
+function rig() {
+  const clock = new VirtualClock();
+  const swim = new Emitter<{
+    path: [string, boolean, number | undefined];
+    member: [{ id: string; status: string }];
+  }>();
+  const transport = new Emitter<{ integrity: [unknown] }>();
+  const monitor = new Monitor();
+  const reports: FailureReport[] = [];
+  monitor.subscribe({}, (r) => {
+    if (r.type === "failure") reports.push(r);
+  });
+  const d = new PathDetector({
+    id: "n1",
+    swim: swim as unknown as SwimNode,
+    transport: transport as unknown as Transport,
+    monitor,
+    clock,
+  });
+  d.start();
+  /** One probe of n3 every `everyMs`: answered directly in `rtt` ms, or (rtt undefined) only
+   *  through a relay. */
+  const probe = (direct: boolean, rtt?: number, everyMs = 500) => {
+    clock.advance(everyMs);
+    swim.emit("path", "n3", direct, direct ? rtt : undefined);
+  };
+  return { probe, reports, stop: () => d.stop() };
+}
+
+describe("PathDetector", () => {
+  it("a path whose round trips climb far above its baseline over a steady run is congestion", () => {
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) probe(true, 1.2);
+    for (let i = 0; i < 5; i++) probe(true, 150);
+    expect(reports.map((r) => r.kind)).toEqual(["congestion"]);
+    stop();
+  });
+
+  it("a flapping path whose answers come late after each outage (TCP retransmissions) is route instability, never congestion", () => {
+    // What the lab saw: DROP for 1.5 s every 3.5 s; after each outage the queued probes and their
+    // answers arrive with TCP's retransmission backoff, so runs of direct answers are slow.
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) probe(true, 1.2);
+    for (let cycle = 0; cycle < 12; cycle++) {
+      probe(false);
+      probe(false);
+      probe(false);
+      for (const rtt of [380, 250, 120, 91, 60, 40]) probe(true, rtt, 300);
+    }
+    const kinds = new Set(reports.map((r) => r.kind));
+    expect(kinds.has("route-instability")).toBe(true);
+    expect(kinds.has("congestion")).toBe(false);
+    stop();
+  });
+
+  it("congestion with an occasional lost probe is still reported once the path has settled", () => {
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) probe(true, 1.2);
+    for (let i = 0; i < 4; i++) probe(true, 150);
+    probe(false); // a probe lost in the queue
+    for (let i = 0; i < 30; i++) probe(true, 150);
+    expect(reports.map((r) => r.kind)).toEqual(["congestion"]);
+    stop();
+  });
+});
