@@ -8,7 +8,7 @@ import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { ToSupervisor } from "../src/cli/ipc.ts";
+import type { ToNode, ToSupervisor } from "../src/cli/ipc.ts";
 import { conditionKey, type FailureReport, type ReportEvent } from "../src/detect/report.ts";
 import { type LabHost, type LabNet, STATE_DIR } from "./netns.ts";
 
@@ -41,6 +41,16 @@ export interface Seen {
   report: ReportEvent;
 }
 
+/** What a node said of FUSE groups: created (at the creator), or failed (at every member told). */
+export interface FuseSeen {
+  at: number;
+  node: string;
+  type: "created" | "failed" | "create-failed";
+  group?: string;
+  /** The reason a group failed, in words; why a creation failed. */
+  detail: string;
+}
+
 interface Child {
   name: string;
   host: LabHost;
@@ -55,6 +65,7 @@ interface Child {
 
 export class LabCluster {
   readonly seen: Seen[] = [];
+  readonly fuse: FuseSeen[] = [];
   /** Each observer's current failure conditions, by condition key. */
   readonly current = new Map<string, Map<string, FailureReport>>();
   /** Each node's latest view of its peers' membership. */
@@ -188,11 +199,36 @@ export class LabCluster {
       this.current.set(c.name, cur);
       if (m.report.type === "failure") cur.set(conditionKey(m.report), m.report);
       else cur.delete(conditionKey(m.report));
+    } else if (m.type === "fuse-created") {
+      this.fuse.push({
+        at: now(),
+        node: c.name,
+        type: "created",
+        group: m.group,
+        detail: m.members.join(" "),
+      });
+    } else if (m.type === "fuse-create-failed") {
+      this.fuse.push({ at: now(), node: c.name, type: "create-failed", detail: m.detail });
+    } else if (m.type === "fuse-failed") {
+      const r = m.reason;
+      const detail =
+        r.type === "member-failed"
+          ? `${r.member} ${r.kind}`
+          : "member" in r
+            ? `${r.type} ${r.member}`
+            : r.type;
+      this.fuse.push({ at: now(), node: c.name, type: "failed", group: m.group, detail });
     } else if (m.type === "status") {
       const view: Record<string, string | undefined> = {};
       for (const [peer, s] of Object.entries(m.peers)) view[peer] = s.member;
       this.views.set(c.name, view);
     }
+  }
+
+  /** Ask `creator`'s node to create a FUSE group with `members` (their node ids). */
+  fuseCreate(creator: LabHost, members: string[]): void {
+    const c = this.child(this.nodeId(creator));
+    c.proc?.send({ type: "fuse-create", members } satisfies ToNode);
   }
 
   child(name: string): Child {
@@ -262,6 +298,7 @@ export class LabCluster {
     await this.killAll();
     this.plan(corruptPair, fencing);
     this.seen.length = 0;
+    this.fuse.length = 0;
     this.current.clear();
     this.views.clear();
     // The agents first: a node registers with its host's agent as it starts.

@@ -8,8 +8,8 @@ import { parseArgs } from "node:util";
 import { cliBundle } from "../bench/clusters.ts";
 import { parseDuration } from "../src/cli/options.ts";
 import { cleanAll, whyNot } from "./netns.ts";
-import { LAB_SWIM, runLab, SCENARIOS } from "./run.ts";
-import { labTable } from "./table.ts";
+import { LAB_SWIM, runLab, SCENARIOS, trialFailed } from "./run.ts";
+import { fuseTable, labTable } from "./table.ts";
 
 const { values } = parseArgs({
   options: {
@@ -72,9 +72,13 @@ const results = await runLab({
   ...LAB_SWIM,
 });
 console.log(`\n${labTable(results)}`);
+const fuse = fuseTable(results);
+if (fuse) console.log(`\n${fuse}`);
 if (values.json) console.log(JSON.stringify(results));
-const bad = results.filter((r) => r.detectedMs === undefined || r.wrong.length > 0);
+const bad = results.filter(trialFailed);
 if (bad.length > 0) {
-  console.log(`\nlab: ${bad.length} trial(s) not detected or with wrong reports`);
+  console.log(
+    `\nlab: ${bad.length} trial(s) not detected, with wrong reports, or with a FUSE group not failed right`,
+  );
   process.exitCode = 1;
 }

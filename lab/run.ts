@@ -8,7 +8,10 @@
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { parseDuration } from "../src/cli/options.ts";
 import type { FailureKind, FailureReport } from "../src/detect/report.ts";
+import { fuseBound } from "../src/fuse/fuse-core.ts";
+import { SWIM_DEFAULTS } from "../src/membership/swim-types.ts";
 import { ECHO_PORT, ECHO_RELAY_PORT, LabCluster, now, ROOT, type Seen } from "./cluster.ts";
 import { type LabHost, LabNet } from "./netns.ts";
 
@@ -48,6 +51,12 @@ export interface Scenario {
   windowMs?: number;
   /** Extra time after healthy before injecting (a baseline to build). */
   settleMs?: number;
+  /**
+   * Before the fault, n1 creates a FUSE group of every host's node; the fault must fail it at
+   * every member still running, within the bound T. Lists the hosts whose node the fault kills
+   * (they are not told: they are gone).
+   */
+  fuse?: { gone: string[] };
 }
 
 /** The lab host a member runs on: n3 and agent:h3 are both on h3. */
@@ -84,6 +93,7 @@ export const SCENARIOS: Scenario[] = [
     expect: "process-exit",
     correct: (r) => r.kind === "process-exit" && r.subject === "n3",
     probe: (c) => ({ from: c.h("h1"), host: c.h("h3").addr, port: ECHO_PORT }),
+    fuse: { gone: ["h3"] },
     inject: (c) => {
       for (const p of appsOf(c, "h3")) c.cluster.signal(p, "SIGKILL");
     },
@@ -92,6 +102,7 @@ export const SCENARIOS: Scenario[] = [
     name: "host crash",
     fault: "h3 silenced, then all its processes SIGKILLed",
     ...h3Down,
+    fuse: { gone: ["h3"] },
     inject: crashH3,
   },
   {
@@ -146,6 +157,7 @@ export const SCENARIOS: Scenario[] = [
     expect: "partition",
     correct: (r, observer) => r.kind === "partition" && side(observer) !== side(r.subject),
     probe: (c) => ({ from: c.h("h1"), host: c.h("h3").addr, port: ECHO_PORT }),
+    fuse: { gone: [] },
     inject: (c) => {
       for (const a of ["h1", "h2"])
         for (const b of ["h3", "h4", "h5"]) {
@@ -160,6 +172,7 @@ export const SCENARIOS: Scenario[] = [
     expect: "partition",
     correct: (r, observer) => r.kind === "partition" && side(observer) !== side(r.subject),
     probe: (c) => ({ from: c.h("h1"), host: c.h("h3").addr, port: ECHO_PORT }),
+    fuse: { gone: [] },
     inject: (c) => {
       for (const a of ["h1", "h2"]) for (const b of ["h3", "h4", "h5"]) c.net.drop(c.h(a), c.h(b));
     },
@@ -228,6 +241,44 @@ export const SCENARIOS: Scenario[] = [
   },
 ];
 
+/** n1 makes a FUSE group of every host's node, and the lab waits until it is created. */
+async function fuseGroup(cluster: LabCluster, net: LabNet): Promise<string> {
+  const from = cluster.fuse.length;
+  const [creator, ...rest] = net.hosts;
+  cluster.fuseCreate(
+    creator!,
+    rest.map((h) => cluster.nodeId(h)),
+  );
+  let created: string | undefined;
+  await waitFor(
+    () => {
+      const e = cluster.fuse
+        .slice(from)
+        .find((f) => f.node === cluster.nodeId(creator!) && f.type !== "failed");
+      if (e?.type === "create-failed")
+        throw new Error(`lab: the FUSE group could not be created: ${e.detail}`);
+      created = e?.group;
+      return created !== undefined;
+    },
+    10_000,
+    () => "n1 to create a FUSE group",
+  );
+  return created!;
+}
+
+/** The FUSE bound T for the lab's SWIM settings and cluster (a node and an agent per host). */
+function labFuseBound(cfg: LabConfig, members: number): number {
+  return fuseBound(
+    {
+      probeIntervalMs: parseDuration(cfg.probeInterval),
+      awarenessMax: SWIM_DEFAULTS.awarenessMax,
+      suspicionMult: cfg.suspicionMult,
+      suspicionMaxTimeoutMult: SWIM_DEFAULTS.suspicionMaxTimeoutMult,
+    },
+    members,
+  );
+}
+
 /** The side of the partition a member is on: {h1, h2} or {h3, h4, h5}. */
 function side(id: string): "a" | "b" {
   return ["h1", "h2"].includes(hostOf(id)!) ? "a" : "b";
@@ -257,6 +308,22 @@ export interface TrialResult {
   watchedMs: number;
   /** ms from injection to each Linux mechanism's first error; undefined: none in the window. */
   linux: Partial<Record<Mechanism, { ms: number; err: string }>>;
+  /** The FUSE group of every node, when the scenario has one. */
+  fuse?: FuseResult;
+}
+
+export interface FuseResult {
+  /** Members still running after the fault, and how many of them were told the group failed. */
+  live: string[];
+  told: number;
+  /** ms from injection until the last live member was told (all of them told). */
+  allMs?: number;
+  /** The bound T for this cluster (fuseBound). */
+  boundMs: number;
+  /** Why each member was told (distinct reasons). */
+  reasons: string[];
+  /** Anything FUSE must never do: fire before the fault, tell a member twice. */
+  wrong: string[];
 }
 
 export interface LabConfig {
@@ -282,6 +349,15 @@ export interface LabConfig {
 
 export const LAB_SWIM = { probeInterval: "500ms", probeTimeout: "400ms", suspicionMult: 4 } as const;
 
+/** A trial that went wrong: not detected, a wrong report, or a FUSE group not failed right. */
+export function trialFailed(r: TrialResult): boolean {
+  if (r.detectedMs === undefined || r.wrong.length > 0) return true;
+  return (
+    r.fuse !== undefined &&
+    (r.fuse.allMs === undefined || r.fuse.allMs > r.fuse.boundMs || r.fuse.wrong.length > 0)
+  );
+}
+
 /** Run the scenarios; the network and every process are gone when it returns or throws. */
 export async function runLab(cfg: LabConfig): Promise<TrialResult[]> {
   const net = LabNet.create(5);
@@ -302,7 +378,10 @@ export async function runLab(cfg: LabConfig): Promise<TrialResult[]> {
         cfg.log(
           `${s.name} #${t}: ${r.first ? `${r.first.kind} (${r.first.certainty}) of ${r.first.subject}${r.first.peer ? `~${r.first.peer}` : ""} by ${r.first.observer} in ${r.detectedMs!.toFixed(0)} ms` : "NOT DETECTED"}` +
             `${r.wrong.length ? `; WRONG: ${r.wrong.map((w) => `${w.observer}: ${w.kind} of ${w.subject}${w.peer ? `~${w.peer}` : ""} [${w.evidence.join("; ")}]`).join(", ")}` : ""}` +
-            `; linux: ${MECHANISMS.map((m) => `${m} ${r.linux[m] ? `${r.linux[m]!.err} ${r.linux[m]!.ms.toFixed(0)} ms` : "-"}`).join(", ")}`,
+            `; linux: ${MECHANISMS.map((m) => `${m} ${r.linux[m] ? `${r.linux[m]!.err} ${r.linux[m]!.ms.toFixed(0)} ms` : "-"}`).join(", ")}` +
+            (r.fuse
+              ? `; FUSE: ${r.fuse.told}/${r.fuse.live.length} told${r.fuse.allMs !== undefined ? ` in ${r.fuse.allMs.toFixed(0)} ms` : ""} [${r.fuse.reasons.join("; ")}]${r.fuse.wrong.length ? ` WRONG: ${r.fuse.wrong.join(", ")}` : ""}`
+              : ""),
         );
       }
     }
@@ -358,6 +437,7 @@ async function trial(
       }),
   };
   await ctx.sleep(s.settleMs ?? 2000);
+  const group = s.fuse ? await fuseGroup(cluster, net) : undefined;
   // The Linux mechanisms: connected and ready before the fault.
   const target = s.probe(ctx);
   const probe = net.spawn(
@@ -389,19 +469,39 @@ async function trial(
     const detectedHere = (x: Seen) => x.at >= t0 && hostOf(x.observer) === target.from.name && correctSeen(x);
     const windowMs = Math.max(cfg.windowMs, s.windowMs ?? 0);
     let end = t0 + windowMs;
-    // Watch the whole window (or a grace period after detection): wrong reports may come after
-    // the right one.
+    const live = s.fuse
+      ? net.hosts.filter((h) => !s.fuse!.gone.includes(h.name)).map((h) => cluster.nodeId(h))
+      : [];
+    const fuseTold = () =>
+      cluster.fuse.filter(
+        (f) => f.type === "failed" && f.group === group && f.at >= t0 && live.includes(f.node),
+      );
+    // Watch the whole window (or a grace period after detection, and after every live member of
+    // the group was told): wrong reports may come after the right one.
     await waitFor(
       () => {
         if (cfg.graceMs !== undefined) {
           const hit = cluster.seen.slice(from).find(detectedHere);
-          if (hit) end = Math.min(end, hit.at + cfg.graceMs);
+          const told = new Set(fuseTold().map((f) => f.node));
+          if (hit && told.size === live.length) end = Math.min(end, Math.max(hit.at, now()) + cfg.graceMs);
         }
         return now() >= end;
       },
       windowMs + 5000,
       () => "the window",
     );
+    // A FUSE group may take longer than the window to fail everywhere (its bound T is far longer):
+    // keep waiting for it, up to T, without counting the extra time for anything else.
+    let fuseEnd = end;
+    if (s.fuse) {
+      const bound = labFuseBound(cfg, net.hosts.length * 2);
+      await waitFor(
+        () => new Set(fuseTold().map((f) => f.node)).size === live.length || now() >= t0 + bound,
+        bound + 5000,
+        () => "the FUSE group to fail everywhere",
+      );
+      fuseEnd = Math.max(end, now());
+    }
     ended = true;
     for (const wake of timers) wake();
     const after = cluster.seen.slice(from).filter((x) => x.at >= t0 && x.report.type === "failure");
@@ -446,6 +546,25 @@ async function trial(
     for (const m of MECHANISMS) {
       const e = linuxSeen.find((x) => x.mech === m && x.at >= t0 && x.at <= end);
       if (e) result.linux[m] = { ms: e.at - t0, err: e.err };
+    }
+    if (s.fuse && group !== undefined) {
+      const told = fuseTold().filter((f) => f.at <= fuseEnd);
+      const firstAt = new Map<string, number>();
+      for (const f of told) if (!firstAt.has(f.node)) firstAt.set(f.node, f.at);
+      const wrong: string[] = [];
+      for (const f of cluster.fuse)
+        if (f.type === "failed" && f.group === group && f.at < t0)
+          wrong.push(`${f.node} told before the fault (${f.detail})`);
+      for (const n of new Set(told.map((f) => f.node)))
+        if (told.filter((f) => f.node === n).length > 1) wrong.push(`${n} told twice`);
+      result.fuse = {
+        live,
+        told: firstAt.size,
+        ...(firstAt.size === live.length ? { allMs: Math.max(...firstAt.values()) - t0 } : {}),
+        boundMs: labFuseBound(cfg, net.hosts.length * 2),
+        reasons: [...new Set(told.map((f) => f.detail))],
+        wrong,
+      };
     }
     return result;
   } finally {

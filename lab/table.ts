@@ -66,3 +66,24 @@ export function labTable(results: TrialResult[]): string {
   }
   return rows.join("\n");
 }
+
+/** The FUSE group of every node, per scenario that has one: were all live members told, how fast. */
+export function fuseTable(results: TrialResult[]): string | undefined {
+  const rows = [
+    "| scenario | members told (all trials) | all told: median (max) | bound T | why they were told | never (fired early, told twice) |",
+    "|---|---|---|---|---|---|",
+  ];
+  for (const s of SCENARIOS) {
+    const rs = results.filter((r) => r.scenario === s.name && r.fuse);
+    if (rs.length === 0) continue;
+    const told = rs.reduce((n, r) => n + r.fuse!.told, 0);
+    const live = rs.reduce((n, r) => n + r.fuse!.live.length, 0);
+    const all = rs.flatMap((r) => (r.fuse!.allMs === undefined ? [] : [r.fuse!.allMs]));
+    const reasons = [...new Set(rs.flatMap((r) => r.fuse!.reasons))].join("; ");
+    const wrong = rs.reduce((n, r) => n + r.fuse!.wrong.length, 0);
+    rows.push(
+      `| ${s.name} | ${told}/${live} | ${all.length ? `${fmt(median(all))} (${fmt(Math.max(...all))})` : "—"}${all.length < rs.length ? `, ${all.length}/${rs.length} trials` : ""} | ${fmt(rs[0]!.fuse!.boundMs)} | ${reasons || "—"} | ${wrong} |`,
+    );
+  }
+  return rows.length > 2 ? rows.join("\n") : undefined;
+}

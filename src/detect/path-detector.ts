@@ -39,14 +39,22 @@ interface PathState {
   directStreak: number;
   last: boolean | undefined;
   changes: number[];
-  /** When the direct path last went from working to not or back (ms). */
-  lastChange: number | undefined;
   integrity: number[];
-  /** Recent direct round trips (ms) and the baseline samples [time, rtt]. */
-  rtts: number[];
-  baseline: Array<[number, number]>;
   current: Set<FailureKind>;
   since: Partial<Record<FailureKind, number>>;
+}
+
+/**
+ * The network path to a host, which every member on it shares: round trips to any of them are
+ * samples of one queue, so they are judged together (this node probes each member in turn).
+ */
+interface HostPath {
+  /** Recent direct round trips (ms), since the path last failed or came back. */
+  rtts: number[];
+  /** Baseline samples [time, rtt]: a monotone deque whose head is the least in the window. */
+  baseline: Array<[number, number]>;
+  /** When a path to a member of the host last went from working to not, or back (ms). */
+  lastChange: number | undefined;
 }
 
 /**
@@ -56,10 +64,13 @@ interface PathState {
  *  - `route-instability`: the direct path changed between working and not flapThreshold times
  *    within flapWindowMs;
  *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window;
- *  - `congestion`: the peer answers, but the median of its recent round trips is rttFactor times
- *    its baseline (the lowest RTT in the last baselineWindowMs) and above rttFloorMs, over a run of
- *    rttSamples direct answers (no failed probe among them, none within rttSettleMs of the path
- *    failing or coming back);
+ *  - `congestion`: the peer answers, but slowly. Its host's network path is judged as one (round
+ *    trips to every member on the host are samples of the same queue): the median of the last
+ *    rttSamples direct answers is rttFactor times the host's baseline (the lowest RTT in the last
+ *    baselineWindowMs) and above rttFloorMs, and even the least of them is above half that limit —
+ *    a standing queue, not a backlog that drains. No failed probe among them, and none within
+ *    rttSettleMs of a path to the host failing or coming back (TCP's retransmissions then delay
+ *    answers: a flapping path's symptom, not a queue's);
  * While corruption or congestion holds, the probes they make fail are not also reported as route
  * conditions.
  * Each clears with hysteresis (a streak of direct answers; half the changes; a quiet period), so a
@@ -68,6 +79,7 @@ interface PathState {
 export class PathDetector implements Detector {
   readonly name = "path";
   private readonly paths = new Map<NodeId, PathState>();
+  private readonly hosts = new Map<string, HostPath>();
   private readonly o: Required<PathOptions>;
   private readonly offs: Array<() => void> = [];
   private timer: Timer | undefined;
@@ -97,6 +109,11 @@ export class PathDetector implements Detector {
     this.timer?.cancel();
   }
 
+  /** The peer's host as it announced it; a member that announced none is a host of its own. */
+  private hostKey(peer: NodeId): string {
+    return this.d.swim.core.member(peer)?.host ?? `member:${peer}`;
+  }
+
   private state(peer: NodeId): PathState {
     let s = this.paths.get(peer);
     if (!s) {
@@ -105,10 +122,7 @@ export class PathDetector implements Detector {
         directStreak: 0,
         last: undefined,
         changes: [],
-        lastChange: undefined,
         integrity: [],
-        rtts: [],
-        baseline: [],
         current: new Set(),
         since: {},
       };
@@ -120,7 +134,16 @@ export class PathDetector implements Detector {
   private onPath(peer: NodeId, direct: boolean, rtt: number | undefined): void {
     const now = this.d.clock.now();
     const s = this.state(peer);
-    if (direct && rtt !== undefined) this.onRtt(peer, s, now, rtt);
+    const key = this.hostKey(peer);
+    let h = this.hosts.get(key);
+    if (!h) {
+      h = { rtts: [], baseline: [], lastChange: undefined };
+      this.hosts.set(key, h);
+    }
+    if (s.last !== undefined && s.last !== direct) h.lastChange = now;
+    // Congestion is a path that answers, slowly: only over a run of direct answers.
+    if (!direct) h.rtts.length = 0;
+    else if (rtt !== undefined) this.onRtt(peer, s, h, now, rtt);
     if (direct) {
       s.directStreak++;
       s.indirectStreak = 0;
@@ -128,11 +151,7 @@ export class PathDetector implements Detector {
       s.indirectStreak++;
       s.directStreak = 0;
     }
-    if (s.last !== undefined && s.last !== direct) {
-      s.changes.push(now);
-      s.lastChange = now;
-      s.rtts.length = 0;
-    }
+    if (s.last !== undefined && s.last !== direct) s.changes.push(now);
     s.last = direct;
     prune(s.changes, now - this.o.flapWindowMs);
 
@@ -167,33 +186,34 @@ export class PathDetector implements Detector {
     }
   }
 
-  /** Accrual over round trips: a path whose RTTs climb far above its own baseline is congested. */
-  private onRtt(peer: NodeId, s: PathState, now: number, rtt: number): void {
-    s.rtts.push(rtt);
-    if (s.rtts.length > this.o.rttSamples) s.rtts.shift();
-    // Baseline: the lowest RTT seen in the window (a monotone deque keeps it O(1) amortised).
-    while (s.baseline.length > 0 && s.baseline.at(-1)![1] >= rtt) s.baseline.pop();
-    s.baseline.push([now, rtt]);
-    while (s.baseline.length > 0 && s.baseline[0]![0] < now - this.o.baselineWindowMs) s.baseline.shift();
-    // Right after the path failed or came back, round trips carry TCP's retransmissions (a
-    // flapping path's symptom), not a queue's: they are neither kept nor judged for a while.
-    if (s.lastChange !== undefined && now - s.lastChange < this.o.rttSettleMs) {
-      s.rtts.length = 0;
+  /** Accrual over round trips: a host whose RTTs climb far above its own baseline is congested. */
+  private onRtt(peer: NodeId, s: PathState, h: HostPath, now: number, rtt: number): void {
+    while (h.baseline.length > 0 && h.baseline.at(-1)![1] >= rtt) h.baseline.pop();
+    h.baseline.push([now, rtt]);
+    while (h.baseline.length > 0 && h.baseline[0]![0] < now - this.o.baselineWindowMs) h.baseline.shift();
+    // Right after a path to the host failed or came back, round trips carry TCP's retransmissions
+    // (a flapping path's symptom), not a queue's: they are neither kept nor judged for a while.
+    if (h.lastChange !== undefined && now - h.lastChange < this.o.rttSettleMs) {
+      h.rtts.length = 0;
       return;
     }
-    if (s.rtts.length < this.o.rttSamples) return;
-    // Congestion is a path that answers, slowly: only over a run of direct answers.
-    if (s.directStreak + 1 < this.o.rttSamples) return;
-    const base = s.baseline[0]![1];
-    const median = [...s.rtts].sort((a, b) => a - b)[Math.floor(s.rtts.length / 2)]!;
+    h.rtts.push(rtt);
+    if (h.rtts.length > this.o.rttSamples) h.rtts.shift();
+    if (h.rtts.length < this.o.rttSamples) return;
+    const base = h.baseline[0]![1];
+    const sorted = [...h.rtts].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
     const limit = Math.max(this.o.rttFactor * base, this.o.rttFloorMs);
-    if (median > limit) {
+    // A standing queue, as CoDel tells one: even the fastest recent round trip stays well above the
+    // baseline. A backlog behind a retransmission (a flapping path) drains, and some answer
+    // between outages comes back near the baseline.
+    if (median > limit && sorted[0]! > limit / 2) {
       this.raise(
         peer,
         s,
         "congestion",
         now,
-        `median RTT ${median.toFixed(1)} ms, baseline ${base.toFixed(2)} ms`,
+        `median RTT ${median.toFixed(1)} ms (least ${sorted[0]!.toFixed(1)} ms) over the last ${sorted.length} to its host, baseline ${base.toFixed(2)} ms`,
       );
     } else if (median < limit / 2) {
       this.clear(peer, s, "congestion", now);

@@ -11,10 +11,14 @@ import { VirtualClock } from "../../src/runtime/virtual-clock.ts";
  *  would emit it, so each rule can be checked against the sequence a real network produced. */
 function rig() {
   const clock = new VirtualClock();
-  const swim = new Emitter<{
-    path: [string, boolean, number | undefined];
-    member: [{ id: string; status: string }];
-  }>();
+  const swim = Object.assign(
+    new Emitter<{
+      path: [string, boolean, number | undefined];
+      member: [{ id: string; status: string }];
+    }>(),
+    // n3 and agent:h3 share host h3 (one network path).
+    { core: { member: (id: string) => ({ id, host: id.endsWith("3") ? "h3" : id }) } },
+  );
   const transport = new Emitter<{ integrity: [unknown] }>();
   const monitor = new Monitor();
   const reports: FailureReport[] = [];
@@ -31,9 +35,9 @@ function rig() {
   d.start();
   /** One probe of n3 every `everyMs`: answered directly in `rtt` ms, or (rtt undefined) only
    *  through a relay. */
-  const probe = (direct: boolean, rtt?: number, everyMs = 500) => {
+  const probe = (direct: boolean, rtt?: number, everyMs = 500, peer = "n3") => {
     clock.advance(everyMs);
-    swim.emit("path", "n3", direct, direct ? rtt : undefined);
+    swim.emit("path", peer, direct, direct ? rtt : undefined);
   };
   return { probe, reports, stop: () => d.stop() };
 }
@@ -61,6 +65,45 @@ describe("PathDetector", () => {
     const kinds = new Set(reports.map((r) => r.kind));
     expect(kinds.has("route-instability")).toBe(true);
     expect(kinds.has("congestion")).toBe(false);
+    stop();
+  });
+
+  it("a backlog that drains between slow answers (some answer at the baseline) is not congestion", () => {
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) probe(true, 1.2);
+    for (let i = 0; i < 40; i++) probe(true, [300, 120, 1.5, 90, 2][i % 5]!, 1000);
+    expect(reports).toEqual([]);
+    stop();
+  });
+
+  it("the path to a host flaps as a whole: changes on the path to another member of the host hold back congestion", () => {
+    // n3's own probes happen to land between outages, slow behind TCP's retransmissions; the
+    // outages show on the probes of agent:h3, on the same host.
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) {
+      probe(true, 1.2);
+      probe(true, 1.2, 0, "agent:h3");
+    }
+    for (let cycle = 0; cycle < 20; cycle++) {
+      probe(false, undefined, 1000, "agent:h3");
+      probe(true, 150, 1000);
+      probe(true, 60, 1000, "agent:h3");
+      probe(true, 120, 1000);
+    }
+    expect(reports.filter((r) => r.kind === "congestion")).toEqual([]);
+    stop();
+  });
+
+  it("round trips to every member of a host are samples of one path: together they show congestion sooner", () => {
+    const { probe, reports, stop } = rig();
+    for (let i = 0; i < 20; i++) probe(true, 1.2, 500, i % 2 ? "n3" : "agent:h3");
+    probe(true, 150, 2000, "n3");
+    probe(true, 140, 2000, "agent:h3");
+    probe(true, 160, 2000, "n3");
+    probe(true, 150, 2000, "agent:h3");
+    expect(reports).toEqual([]);
+    probe(true, 155, 2000, "n3");
+    expect(reports.map((r) => `${r.kind} ${r.subject}`)).toEqual(["congestion n3"]);
     stop();
   });
 

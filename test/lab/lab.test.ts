@@ -36,7 +36,7 @@ describe.skipIf(why !== undefined)("the real-network fault lab (network namespac
   });
 
   it(
-    "classifies every scenario right (kind and subject), reports no healthy host, and leaves nothing behind",
+    "classifies every scenario right (kind and subject), reports no healthy host, fails FUSE groups at every live member, and leaves nothing behind",
     async () => {
       const log: string[] = [];
       // Every process the run started (the state file goes with the clean-up: read it meanwhile).
@@ -60,7 +60,14 @@ describe.skipIf(why !== undefined)("the real-network fault lab (network namespac
         const s = SCENARIOS.find((x) => x.name === r.scenario)!;
         expect(r.first?.kind, `${r.scenario}\n${summary}`).toBe(s.expect);
         expect(r.wrong, `${r.scenario}\n${summary}`).toEqual([]);
+        // A FUSE group of every node fails at every member still running, within T, once.
+        if (s.fuse) {
+          expect(r.fuse?.told, `FUSE, ${r.scenario}\n${summary}`).toBe(r.fuse?.live.length);
+          expect(r.fuse!.allMs!, `FUSE, ${r.scenario}`).toBeLessThanOrEqual(r.fuse!.boundMs);
+          expect(r.fuse!.wrong, `FUSE, ${r.scenario}`).toEqual([]);
+        }
       }
+      expect(results.filter((r) => r.fuse).length).toBe(SCENARIOS.filter((s) => s.fuse).length);
       // The agent saw the exit: certain. Everything else the network alone cannot prove.
       expect(results.find((r) => r.scenario === "process crash")!.first!.certainty).toBe("certain");
       expect(pids.size).toBeGreaterThan(10);
