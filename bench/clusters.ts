@@ -1,10 +1,10 @@
 /**
- * Start and stop 3-member coordination clusters on loopback — faultline's own (`faultline coord`)
- * and a real etcd (Debian's etcd-server) — for the compatibility test and the failover bench.
- * Every process is started here and killed by its PID.
+ * Start and stop 3-member coordination clusters on loopback — faultline's own (`faultline coord`),
+ * a real etcd (Debian's etcd-server) and a real ZooKeeper (Debian's zookeeper) — for the
+ * compatibility test and the failover bench. Every process is started here and killed by its PID.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -45,12 +45,35 @@ export interface Member {
 }
 
 export interface Cluster {
-  kind: "faultline" | "etcd";
+  kind: "faultline" | "etcd" | "zookeeper";
   members: Member[];
   endpoints: string[];
   /** faultline with `agent`: the host agent's socket and the cluster key (hex). */
   agent?: { socket: string; id: string; keyHex: string };
   stop(): Promise<void>;
+}
+
+/**
+ * Make sure a system package's program is here: when it is not and this is a Debian machine run
+ * as root, install the packages with apt-get (what the bench needs it does itself). Returns why
+ * not, when it still is not here.
+ */
+export function ensureInstalled(program: string, packages: string[]): string | undefined {
+  const present = () => (program.startsWith("/") ? existsSync(program) : have(program));
+  if (present()) return undefined;
+  if (!have("apt-get") || process.getuid?.() !== 0)
+    return `${program} is not installed (apt-get install -y ${packages.join(" ")}, as root)`;
+  console.error(`installing ${packages.join(" ")} with apt-get ...`);
+  try {
+    execFileSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync("apt-get", ["install", "-y", "-qq", ...packages], {
+      stdio: ["ignore", "ignore", "inherit"],
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
+  } catch (e) {
+    return `apt-get install ${packages.join(" ")} failed: ${(e as Error).message}`;
+  }
+  return present() ? undefined : `${program} is still missing after apt-get install ${packages.join(" ")}`;
 }
 
 /** Whether a program is on the PATH. */
@@ -213,6 +236,58 @@ export async function startEtcd(): Promise<Cluster> {
   });
   return {
     kind: "etcd",
+    members,
+    endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
+    stop: () => stopAll(members, dir),
+  };
+}
+
+export const ZK_SERVER = "/usr/share/zookeeper/bin/zkServer.sh";
+
+/**
+ * Three real ZooKeeper servers (Debian's zookeeper) with its shipped defaults (tickTime 2 s,
+ * initLimit 10, syncLimit 5), each in its own directory on loopback ports. Only what three
+ * servers on one machine need is added: their ports, and the admin web server off (all three
+ * would want port 8080).
+ */
+export async function startZooKeeper(): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), "faultline-zk-"));
+  const ports = await freePorts(9);
+  const servers = [1, 2, 3].map((id, i) => `server.${id}=127.0.0.1:${ports[3 + i]}:${ports[6 + i]}`);
+  const members: Member[] = [1, 2, 3].map((id, i) => {
+    const conf = join(dir, `zk${id}`);
+    mkdirSync(join(conf, "data"), { recursive: true });
+    writeFileSync(join(conf, "data", "myid"), `${id}\n`);
+    writeFileSync(
+      join(conf, "zoo.cfg"),
+      [
+        "tickTime=2000",
+        "initLimit=10",
+        "syncLimit=5",
+        `dataDir=${join(conf, "data")}`,
+        `clientPort=${ports[i]}`,
+        "clientPortAddress=127.0.0.1",
+        "admin.enableServer=false",
+        ...servers,
+        "",
+      ].join("\n"),
+    );
+    const m: Member = {
+      name: `zk${id}`,
+      clientPort: ports[i]!,
+      proc: undefined as unknown as ChildProcess,
+      restart: () => {
+        // start-foreground execs java: the PID is the server's own.
+        m.proc = spawn(ZK_SERVER, ["start-foreground", join(conf, "zoo.cfg")], {
+          stdio: ["ignore", "ignore", "ignore"],
+        });
+      },
+    };
+    m.restart();
+    return m;
+  });
+  return {
+    kind: "zookeeper",
     members,
     endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
     stop: () => stopAll(members, dir),

@@ -1,14 +1,23 @@
 /**
- * The coordination service beside a real etcd, same client, same machine, same run:
+ * The coordination service beside a real etcd and a real ZooKeeper, same machine, same run (the
+ * bench installs both with apt-get when they are missing):
  * - failover: a client connected beforehand; SIGKILL (or SIGSTOP) the leader; the time until the
- *   first acknowledged write;
+ *   first acknowledged write (ZooKeeper measured the same way with its own client, bench/zk.ts);
  * - replication: 100-byte writes on 3 members, latency p50/p99 at one writer and throughput with
  *   many, with sync durability (and faultline's in-memory mode beside it).
  */
 import * as grpc from "@grpc/grpc-js";
 import { etcdProto } from "../src/coord/grpc-server.ts";
-import { type Cluster, have, startEtcd, startFaultline } from "./clusters.ts";
+import {
+  type Cluster,
+  ensureInstalled,
+  startEtcd,
+  startFaultline,
+  startZooKeeper,
+  ZK_SERVER,
+} from "./clusters.ts";
 import { fmt, summarize, table } from "./lib.ts";
+import { zkFailover } from "./zk.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: generated gRPC stubs are untyped
 type Stub = any;
@@ -136,7 +145,9 @@ async function replication(
 }
 
 export async function benchCoord(quick: boolean): Promise<string> {
-  if (!have("etcd")) return "(skipped: etcd is not installed — apt-get install -y etcd-server etcd-client)";
+  const noEtcd = ensureInstalled("etcd", ["etcd-server", "etcd-client"]);
+  if (noEtcd) return `(skipped: ${noEtcd})`;
+  const noZk = ensureInstalled(ZK_SERVER, ["zookeeper"]);
   const rounds = quick ? 5 : 20;
   const rows: (string | number)[][] = [];
   const repl: (string | number)[][] = [];
@@ -168,6 +179,24 @@ export async function benchCoord(quick: boolean): Promise<string> {
     repl.push(["etcd 3.4", "sync (bbolt + WAL fsync)", fmt(r.p50, 0), fmt(r.p99, 0), fmt(r.opsPerSec, 0)]);
   } finally {
     await et.stop();
+  }
+  if (noZk) rows.push([`ZooKeeper: skipped (${noZk})`, "—", "—", "—", 0]);
+  else {
+    const zk = await startZooKeeper();
+    try {
+      for (const fault of ["SIGKILL", "SIGSTOP"] as const) {
+        const s = summarize((await zkFailover(zk, fault, rounds)).sort((a, b) => a - b));
+        rows.push([
+          "ZooKeeper 3.8 (shipped defaults: tickTime 2 s, syncLimit 5)",
+          fault,
+          fmt(s.p50),
+          fmt(s.p99),
+          s.n,
+        ]);
+      }
+    } finally {
+      await zk.stop();
+    }
   }
   return [
     "Failover: SIGKILL or SIGSTOP of the leader → first acknowledged write (ms), 3 members on loopback, a client connected beforehand",
