@@ -278,8 +278,10 @@ export async function startZooKeeper(): Promise<Cluster> {
       proc: undefined as unknown as ChildProcess,
       restart: () => {
         // start-foreground execs java: the PID is the server's own.
+        const { ZOO_NOEXEC: _, ...env } = process.env; // it would keep the shell as the PID
         m.proc = spawn(ZK_SERVER, ["start-foreground", join(conf, "zoo.cfg")], {
           stdio: ["ignore", "ignore", "ignore"],
+          env,
         });
       },
     };

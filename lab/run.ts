@@ -437,7 +437,14 @@ async function trial(
       }),
   };
   await ctx.sleep(s.settleMs ?? 2000);
-  const group = s.fuse ? await fuseGroup(cluster, net) : undefined;
+  // A group that could not be made fails the trial's FUSE part, not the whole run.
+  let fuseSetup: string | undefined;
+  const group = s.fuse
+    ? await fuseGroup(cluster, net).catch((e: Error) => {
+        fuseSetup = e.message;
+        return undefined;
+      })
+    : undefined;
   // The Linux mechanisms: connected and ready before the fault.
   const target = s.probe(ctx);
   const probe = net.spawn(
@@ -483,7 +490,8 @@ async function trial(
         if (cfg.graceMs !== undefined) {
           const hit = cluster.seen.slice(from).find(detectedHere);
           const told = new Set(fuseTold().map((f) => f.node));
-          if (hit && told.size === live.length) end = Math.min(end, Math.max(hit.at, now()) + cfg.graceMs);
+          if (hit && (group === undefined || told.size === live.length))
+            end = Math.min(end, Math.max(hit.at, now()) + cfg.graceMs);
         }
         return now() >= end;
       },
@@ -493,7 +501,7 @@ async function trial(
     // A FUSE group may take longer than the window to fail everywhere (its bound T is far longer):
     // keep waiting for it, up to T, without counting the extra time for anything else.
     let fuseEnd = end;
-    if (s.fuse) {
+    if (s.fuse && group !== undefined) {
       const bound = labFuseBound(cfg, net.hosts.length * 2);
       await waitFor(
         () => new Set(fuseTold().map((f) => f.node)).size === live.length || now() >= t0 + bound,
@@ -504,7 +512,9 @@ async function trial(
     }
     ended = true;
     for (const wake of timers) wake();
-    const after = cluster.seen.slice(from).filter((x) => x.at >= t0 && x.report.type === "failure");
+    const after = cluster.seen
+      .slice(from)
+      .filter((x) => x.at >= t0 && x.at <= end && x.report.type === "failure");
     const firstOk = after.find(detectedHere);
     const result: TrialResult = {
       scenario: s.name,
@@ -547,7 +557,15 @@ async function trial(
       const e = linuxSeen.find((x) => x.mech === m && x.at >= t0 && x.at <= end);
       if (e) result.linux[m] = { ms: e.at - t0, err: e.err };
     }
-    if (s.fuse && group !== undefined) {
+    if (s.fuse && group === undefined) {
+      result.fuse = {
+        live,
+        told: 0,
+        boundMs: labFuseBound(cfg, net.hosts.length * 2),
+        reasons: [],
+        wrong: [`no group: ${fuseSetup}`],
+      };
+    } else if (s.fuse && group !== undefined) {
       const told = fuseTold().filter((f) => f.at <= fuseEnd);
       const firstAt = new Map<string, number>();
       for (const f of told) if (!firstAt.has(f.node)) firstAt.set(f.node, f.at);

@@ -51,7 +51,8 @@ export class AgentClient {
   private fenced = false;
   private stopped = false;
   /** Set while stop() waits for the agent to acknowledge the unregister. */
-  private onUnregistered: (() => void) | undefined;
+  private onUnregistered: ((acked: boolean) => void) | undefined;
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly o: AgentClientOptions) {
     this.clock = o.clock ?? realClock;
@@ -67,15 +68,17 @@ export class AgentClient {
   async start(): Promise<void> {
     await this.transport.start();
     this.transport.on("connection", (e) => {
-      if (e.peer === this.o.agentId && e.kind === "connected") {
+      if (e.peer !== this.o.agentId) return;
+      if (e.kind === "connected") {
+        if (this.stopped) return; // leaving: not registering again
         this.register();
         this.renew();
-      }
+      } else this.onUnregistered?.(false); // the connection is gone: no acknowledgement will come
     });
     this.transport.on("message", (from, m) => {
       if (from !== this.o.agentId) return;
       if (isUnregisterAck(m)) {
-        this.onUnregistered?.();
+        this.onUnregistered?.(true);
         return;
       }
       const g = parseGrant(m);
@@ -148,8 +151,13 @@ export class AgentClient {
     }
   }
 
-  /** Deregister (a deliberate exit is not a failure) and close. */
-  async stop(): Promise<void> {
+  /** Deregister (a deliberate exit is not a failure) and close. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
     this.stopped = true;
     this.renewTimer?.cancel();
     this.expiryTimer?.cancel();
@@ -158,9 +166,9 @@ export class AgentClient {
       // connection end before the unregister and report a deliberate exit as a failure.
       const acked = new Promise<boolean>((resolve) => {
         const t = setTimeout(() => resolve(false), UNREGISTER_ACK_MS); // real-io: bound the wait
-        this.onUnregistered = () => {
+        this.onUnregistered = (ok) => {
           clearTimeout(t);
-          resolve(true);
+          resolve(ok);
         };
       });
       this.transport.send(this.o.agentId, { p: "agent", t: "unregister" } satisfies LocalMessage);

@@ -25,6 +25,10 @@ type MonitorEvents = { report: [ReportEvent] };
 /** Most reports a watch() stream buffers for a slow consumer before it drops the oldest. */
 export const WATCH_BUFFER = 10_000;
 
+/** How many subjects' failed lives a Monitor remembers, and how many lives of each. */
+const MAX_SUBJECTS_REMEMBERED = 10_000;
+const MAX_LIVES_REMEMBERED = 8;
+
 /**
  * The application's view of failures: push (subscribe, watch) and pull (status, snapshot).
  * Detectors publish into it; it keeps one current report per condition (subject, kind, peer), so
@@ -32,6 +36,8 @@ export const WATCH_BUFFER = 10_000;
  */
 export class Monitor {
   private readonly current = new Map<string, FailureReport>();
+  /** The lives (boots) of each subject that failure reports have named, latest last. */
+  private readonly failedLives = new Map<NodeId, string[]>();
   private readonly emitter: Emitter<MonitorEvents>;
 
   constructor(logger: Logger = silentLogger()) {
@@ -46,20 +52,47 @@ export class Monitor {
     const key = conditionKey(event);
     if (event.type === "failure") {
       const prev = this.current.get(key);
+      // Lives of the subject in the order reports first named them (the latest last).
+      const lives = this.namedLives(event.subject, event.boot);
+      if (prev?.boot !== undefined && event.boot !== undefined && event.boot !== prev.boot) {
+        // Another life than the current condition's. An older one: a lagging detector's, ignored
+        // (it must not replace what is known of the newer life). A newer one: a new failure,
+        // whatever is current about the old life — announced, so what reacts to failures reacts again.
+        if (lives.indexOf(event.boot) < lives.indexOf(prev.boot)) return;
+        this.current.set(key, event);
+        this.emitter.emit("report", event);
+        return;
+      }
       if (prev && prev.certainty === event.certainty) {
         // A copy: subscribers already hold `prev`.
         this.current.set(key, { ...prev, evidence: [...prev.evidence, ...event.evidence].slice(-16) });
         return;
       }
       if (prev && prev.certainty === "certain" && event.certainty === "suspected") return; // never downgrade
-      this.current.set(key, event);
-      this.emitter.emit("report", event);
+      // An upgrade that does not name the life keeps the life it is about.
+      const next =
+        prev?.boot !== undefined && event.boot === undefined ? { ...event, boot: prev.boot } : event;
+      this.current.set(key, next);
+      this.emitter.emit("report", next);
     } else {
       const prev = this.current.get(key);
       if (!prev) return;
       this.current.delete(key);
       this.emitter.emit("report", event);
     }
+  }
+
+  /** The lives of `subject` reports have named, oldest first, with `boot` added if it is new. */
+  private namedLives(subject: NodeId, boot: string | undefined): string[] {
+    const lives = this.failedLives.get(subject) ?? [];
+    if (boot === undefined || lives.includes(boot)) return lives;
+    lives.push(boot);
+    if (lives.length > MAX_LIVES_REMEMBERED) lives.shift();
+    this.failedLives.delete(subject); // re-inserted last: the map forgets the least recent first
+    this.failedLives.set(subject, lives);
+    if (this.failedLives.size > MAX_SUBJECTS_REMEMBERED)
+      this.failedLives.delete(this.failedLives.keys().next().value as NodeId);
+    return lives;
   }
 
   /** Call `handler` for every report matching `filter`; returns an unsubscribe function. */

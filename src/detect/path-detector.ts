@@ -30,6 +30,8 @@ export const PATH_DEFAULTS = {
    *  outage they carry TCP's retransmission backoff (a 1.5 s outage can delay data by as much
    *  again), the symptom of the outage, not of a queue. */
   rttSettleMs: 5000,
+  /** Congestion not confirmed by a judged window for this long is cleared (ms). */
+  congestionStaleMs: 30_000,
 } as const;
 
 export type PathOptions = { -readonly [K in keyof typeof PATH_DEFAULTS]?: number };
@@ -55,6 +57,8 @@ interface HostPath {
   baseline: Array<[number, number]>;
   /** When a path to a member of the host last went from working to not, or back (ms). */
   lastChange: number | undefined;
+  /** When its round trips were last judged congested (ms). */
+  congestedAt: number | undefined;
 }
 
 /**
@@ -137,7 +141,7 @@ export class PathDetector implements Detector {
     const key = this.hostKey(peer);
     let h = this.hosts.get(key);
     if (!h) {
-      h = { rtts: [], baseline: [], lastChange: undefined };
+      h = { rtts: [], baseline: [], lastChange: undefined, congestedAt: undefined };
       this.hosts.set(key, h);
     }
     if (s.last !== undefined && s.last !== direct) h.lastChange = now;
@@ -208,6 +212,7 @@ export class PathDetector implements Detector {
     // baseline. A backlog behind a retransmission (a flapping path) drains, and some answer
     // between outages comes back near the baseline.
     if (median > limit && sorted[0]! > limit / 2) {
+      h.congestedAt = now;
       this.raise(
         peer,
         s,
@@ -246,6 +251,15 @@ export class PathDetector implements Detector {
       prune(s.changes, now - this.o.flapWindowMs);
       if (s.current.has("route-instability") && s.changes.length <= this.o.flapThreshold / 2) {
         this.clear(peer, s, "route-instability", now);
+      }
+      // Congestion not confirmed for a while (the host's answers stopped filling a window: the
+      // path now fails, or flaps) is not assumed to last: cleared, so route conditions show again.
+      const congestedAt = this.hosts.get(this.hostKey(peer))?.congestedAt;
+      if (
+        s.current.has("congestion") &&
+        (congestedAt === undefined || now - congestedAt >= this.o.congestionStaleMs)
+      ) {
+        this.clear(peer, s, "congestion", now);
       }
     }
     if (!this.stopped) this.timer = this.d.clock.setTimer(this.o.tickMs, () => this.tick());
@@ -287,6 +301,8 @@ export class PathDetector implements Detector {
     const now = this.d.clock.now();
     for (const k of [...s.current]) this.clear(peer, s, k, now);
     this.paths.delete(peer);
+    const host = this.hostKey(peer);
+    if (![...this.paths.keys()].some((p) => this.hostKey(p) === host)) this.hosts.delete(host);
   }
 }
 

@@ -14,6 +14,20 @@ const failure = (subject: string, certainty: "certain" | "suspected" = "suspecte
 });
 
 describe("Monitor", () => {
+  it("announces a failure of a new life (another boot) even while the old life's condition is current", () => {
+    const m = new Monitor();
+    const seen: string[] = [];
+    m.subscribe({}, (r) => seen.push(`${r.type}:${r.subject}:${r.type === "failure" ? r.boot : ""}`));
+    m.publish({ ...failure("a", "certain"), boot: "b1" });
+    m.publish({ ...failure("a", "certain"), boot: "b1" }); // repeat: evidence only
+    m.publish({ ...failure("a", "certain"), boot: "b2" }); // the next life died too: announced
+    m.publish({ ...failure("a", "suspected"), boot: "b3" }); // and so on, whatever the certainty
+    m.publish({ ...failure("a", "certain"), boot: "b2" }); // a lagging detector's old life: ignored
+    m.publish({ ...failure("a", "certain") }); // an upgrade naming no life: about the current one
+    expect(seen).toEqual(["failure:a:b1", "failure:a:b2", "failure:a:b3", "failure:a:b3"]);
+    expect(m.status("a").reports[0]!.boot).toBe("b3");
+  });
+
   it("announces a condition once, never downgrades certain, and clears it with recovered", () => {
     const m = new Monitor();
     const seen: string[] = [];
