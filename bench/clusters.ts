@@ -194,6 +194,16 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
   };
 }
 
+/** A cluster of `members` serving clients on 127.0.0.1, its files under `dir`. */
+function onLoopback(kind: Cluster["kind"], members: Member[], dir: string): Cluster {
+  return {
+    kind,
+    members,
+    endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
+    stop: () => stopAll(members, dir),
+  };
+}
+
 /** Three real etcd members (Debian's etcd-server) with its defaults (heartbeat 100 ms, election 1 s). */
 export async function startEtcd(): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), "faultline-etcd-"));
@@ -234,12 +244,7 @@ export async function startEtcd(): Promise<Cluster> {
     m.restart();
     return m;
   });
-  return {
-    kind: "etcd",
-    members,
-    endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
-    stop: () => stopAll(members, dir),
-  };
+  return onLoopback("etcd", members, dir);
 }
 
 export const ZK_SERVER = "/usr/share/zookeeper/bin/zkServer.sh";
@@ -288,10 +293,5 @@ export async function startZooKeeper(): Promise<Cluster> {
     m.restart();
     return m;
   });
-  return {
-    kind: "zookeeper",
-    members,
-    endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
-    stop: () => stopAll(members, dir),
-  };
+  return onLoopback("zookeeper", members, dir);
 }
