@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ToNode, ToSupervisor } from "../src/cli/ipc.ts";
 import { conditionKey, type FailureReport, type ReportEvent } from "../src/detect/report.ts";
+import { describeFuseReason } from "../src/fuse/messages.ts";
 import { type LabHost, type LabNet, STATE_DIR } from "./netns.ts";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -210,14 +211,13 @@ export class LabCluster {
     } else if (m.type === "fuse-create-failed") {
       this.fuse.push({ at: now(), node: c.name, type: "create-failed", detail: m.detail });
     } else if (m.type === "fuse-failed") {
-      const r = m.reason;
-      const detail =
-        r.type === "member-failed"
-          ? `${r.member} ${r.kind}`
-          : "member" in r
-            ? `${r.type} ${r.member}`
-            : r.type;
-      this.fuse.push({ at: now(), node: c.name, type: "failed", group: m.group, detail });
+      this.fuse.push({
+        at: now(),
+        node: c.name,
+        type: "failed",
+        group: m.group,
+        detail: describeFuseReason(m.reason),
+      });
     } else if (m.type === "status") {
       const view: Record<string, string | undefined> = {};
       for (const [peer, s] of Object.entries(m.peers)) view[peer] = s.member;

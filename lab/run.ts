@@ -483,14 +483,15 @@ async function trial(
       cluster.fuse.filter(
         (f) => f.type === "failed" && f.group === group && f.at >= t0 && live.includes(f.node),
       );
+    const allTold = () => new Set(fuseTold().map((f) => f.node)).size === live.length;
+    const boundMs = labFuseBound(cfg, net.hosts.length * 2);
     // Watch the whole window (or a grace period after detection, and after every live member of
     // the group was told): wrong reports may come after the right one.
     await waitFor(
       () => {
         if (cfg.graceMs !== undefined) {
           const hit = cluster.seen.slice(from).find(detectedHere);
-          const told = new Set(fuseTold().map((f) => f.node));
-          if (hit && (group === undefined || told.size === live.length))
+          if (hit && (group === undefined || allTold()))
             end = Math.min(end, Math.max(hit.at, now()) + cfg.graceMs);
         }
         return now() >= end;
@@ -502,10 +503,9 @@ async function trial(
     // keep waiting for it, up to T, without counting the extra time for anything else.
     let fuseEnd = end;
     if (s.fuse && group !== undefined) {
-      const bound = labFuseBound(cfg, net.hosts.length * 2);
       await waitFor(
-        () => new Set(fuseTold().map((f) => f.node)).size === live.length || now() >= t0 + bound,
-        bound + 5000,
+        () => allTold() || now() >= t0 + boundMs,
+        boundMs + 5000,
         () => "the FUSE group to fail everywhere",
       );
       fuseEnd = Math.max(end, now());
@@ -557,29 +557,21 @@ async function trial(
       const e = linuxSeen.find((x) => x.mech === m && x.at >= t0 && x.at <= end);
       if (e) result.linux[m] = { ms: e.at - t0, err: e.err };
     }
-    if (s.fuse && group === undefined) {
-      result.fuse = {
-        live,
-        told: 0,
-        boundMs: labFuseBound(cfg, net.hosts.length * 2),
-        reasons: [],
-        wrong: [`no group: ${fuseSetup}`],
-      };
-    } else if (s.fuse && group !== undefined) {
+    if (s.fuse) {
       const told = fuseTold().filter((f) => f.at <= fuseEnd);
       const firstAt = new Map<string, number>();
-      for (const f of told) if (!firstAt.has(f.node)) firstAt.set(f.node, f.at);
-      const wrong: string[] = [];
+      const wrong = group === undefined ? [`no group: ${fuseSetup}`] : [];
+      for (const f of told)
+        if (!firstAt.has(f.node)) firstAt.set(f.node, f.at);
+        else wrong.push(`${f.node} told twice`);
       for (const f of cluster.fuse)
         if (f.type === "failed" && f.group === group && f.at < t0)
           wrong.push(`${f.node} told before the fault (${f.detail})`);
-      for (const n of new Set(told.map((f) => f.node)))
-        if (told.filter((f) => f.node === n).length > 1) wrong.push(`${n} told twice`);
       result.fuse = {
         live,
         told: firstAt.size,
         ...(firstAt.size === live.length ? { allMs: Math.max(...firstAt.values()) - t0 } : {}),
-        boundMs: labFuseBound(cfg, net.hosts.length * 2),
+        boundMs,
         reasons: [...new Set(told.map((f) => f.detail))],
         wrong,
       };

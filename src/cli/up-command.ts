@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { z } from "zod";
-import type { FuseReason, GroupId } from "../fuse/messages.ts";
+import { describeFuseReason, type GroupId } from "../fuse/messages.ts";
 import { type Address, formatAddress, type NodeId } from "../net/transport.ts";
 import type { ToNode, ToSupervisor } from "./ipc.ts";
 import { duration, intString, validate } from "./options.ts";
@@ -258,7 +258,7 @@ class Supervisor {
         this.log(`${c.id} could not create a FUSE group: ${m.detail}`);
         break;
       case "fuse-failed": {
-        const why = describeReason(m.reason);
+        const why = describeFuseReason(m.reason);
         this.groups.get(m.group)?.told.set(c.id, why);
         if (!this.stopping) this.log(`${c.id} told: FUSE group ${shortGroup(m.group)} FAILED: ${why}`);
         break;
@@ -490,19 +490,4 @@ class Supervisor {
 function shortGroup(g: GroupId): string {
   const [root, , n] = g.split("/");
   return `${root}#${n}`;
-}
-
-function describeReason(r: FuseReason): string {
-  switch (r.type) {
-    case "member-failed":
-      return `${r.member} ${r.kind}${r.detail ? ` (${r.detail})` : ""}`;
-    case "member-restarted":
-      return `${r.member} restarted`;
-    case "signal":
-      return `signal by ${r.by}`;
-    case "create-failed":
-      return `creation failed: ${r.member} ${r.detail}`;
-    case "lost":
-      return `lost at ${r.member}: ${r.detail}`;
-  }
 }

@@ -16,6 +16,22 @@ export type FuseReason =
   /** Two members disagreed about the group and its root could not vouch for it. */
   | { type: "lost"; member: NodeId; detail: string };
 
+/** Why a group failed, in words a person reads (`faultline up`, the lab). */
+export function describeFuseReason(r: FuseReason): string {
+  switch (r.type) {
+    case "member-failed":
+      return `${r.member} ${r.kind}${r.detail ? ` (${r.detail})` : ""}`;
+    case "member-restarted":
+      return `${r.member} restarted`;
+    case "signal":
+      return `signal by ${r.by}`;
+    case "create-failed":
+      return `creation failed: ${r.member} ${r.detail}`;
+    case "lost":
+      return `lost at ${r.member}: ${r.detail}`;
+  }
+}
+
 /** FUSE's messages (besides the digest that rides on SWIM's probes). */
 export type FuseMessage =
   | { p: "fuse"; t: "create"; g: GroupId; members: NodeId[] }
