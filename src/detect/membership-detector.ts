@@ -13,6 +13,9 @@ export const CORRELATION_MS = 2000;
 /** Members lost this recently count towards a partition's far side (ms). */
 const RECENT_LOSS_MS = 60_000;
 
+/** How long members quiet since a loss have to answer before one silent host is called crashed (ms). */
+export const RECHECK_MS = 1000;
+
 /** How long a transport `refused` stays relevant evidence that the host is up (ms). */
 export const REFUSED_EVIDENCE_MS = 30_000;
 
@@ -43,6 +46,8 @@ export class MembershipDetector implements Detector {
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
   private readonly held = new Map<NodeId, number>();
   private holdTimer: Timer | undefined;
+  /** Lost members held a second time, while members quiet since the loss are asked. */
+  private readonly rechecked = new Set<NodeId>();
   /** Fences under way, by host: cancelled when any member of the host comes back. */
   private readonly fences = new Map<string, () => void>();
   private readonly correlationMs: number;
@@ -58,6 +63,8 @@ export class MembershipDetector implements Detector {
       correlationMs?: number;
       /** With leases and fences, a host crash becomes certain once its agent is fenced. */
       fencing?: Fencing;
+      /** How long members quiet since a loss have to answer before a host is called crashed (ms). */
+      recheckMs?: number;
       /** Whether a life of a member is bound by a lease (its agent said so). */
       leaseBound?: (subject: NodeId, boot: string | undefined) => boolean;
     },
@@ -119,6 +126,7 @@ export class MembershipDetector implements Detector {
     }
     this.held.delete(m.id);
     this.askedAt.delete(m.id);
+    this.rechecked.delete(m.id);
     const host = this.hostOf(m.id);
     this.fences.get(host)?.();
     this.fences.delete(host);
@@ -166,7 +174,10 @@ export class MembershipDetector implements Detector {
         lost.push([id, since]);
       }
     }
-    if (lost.length === 0) return;
+    if (lost.length === 0) {
+      for (const [id] of held) this.rechecked.delete(id);
+      return;
+    }
     // The far side: what was lost now, what is suspected now, and what fell silent recently.
     const farSet = new Set(lost.map(([id]) => id));
     for (const m of this.o.swim.members()) {
@@ -181,6 +192,30 @@ export class MembershipDetector implements Detector {
     const farHosts = new Set([...farSet].map((id) => this.hostOf(id)));
     const since = Math.min(...lost.map(([, s]) => s));
     const sending = [...farSet].filter((id) => (this.heardAt.get(id) ?? -Infinity) >= since);
+    let silentToo: NodeId[] = [];
+    if (farHosts.size === 1 && sending.length === 0) {
+      // One host silent, and nothing else suspected yet. But a partition's far side is not lost all
+      // at once: SWIM declares its members dead seconds apart, as its probes happen on them. A
+      // member that has said nothing since this loss began may be on the far side too: ask every
+      // such member, and hold the verdict once more; a crash leaves the others answering.
+      const quiet = this.quiet(farHosts, since);
+      if (quiet.length > 0 && lost.some(([id]) => !this.rechecked.has(id))) {
+        for (const id of quiet) this.ask(id);
+        for (const [id, s] of lost) {
+          this.held.set(id, s);
+          this.rechecked.add(id);
+        }
+        this.holdTimer ??= this.o.clock.setTimer(this.o.recheckMs ?? RECHECK_MS, () => this.release());
+        return;
+      }
+      // Asked, and still silent: on the far side with the lost.
+      silentToo = quiet;
+      for (const id of quiet) {
+        farSet.add(id);
+        farHosts.add(this.hostOf(id));
+      }
+    }
+    for (const [id] of lost) this.rechecked.delete(id);
     if (farHosts.size === 1 && sending.length === 0) {
       for (const [id, since] of lost) {
         const agent = this.hostAgent(id);
@@ -202,12 +237,12 @@ export class MembershipDetector implements Detector {
       this.o.swim.id,
       ...this.o.swim
         .members()
-        .filter((m) => m.status === "alive")
+        .filter((m) => m.status === "alive" && !farSet.has(m.id))
         .map((m) => m.id),
     ].sort();
     const why =
       farHosts.size > 1
-        ? `${far.length} members of ${farHosts.size} hosts lost together`
+        ? `${far.length} members of ${farHosts.size} hosts lost together${silentToo.length > 0 ? ` (${silentToo.sort().join(", ")} silent since, asked)` : ""}`
         : `${sending.sort().join(", ")} still send${sending.length === 1 ? "s" : ""} to this node, but do${sending.length === 1 ? "es" : ""} not answer it`;
     for (const [id, since] of lost) {
       this.publish(
@@ -219,6 +254,18 @@ export class MembershipDetector implements Detector {
         [near, far],
       );
     }
+  }
+
+  /**
+   * Members thought alive, not on the given hosts, that this node has neither heard from nor had an
+   * answer from since `t`.
+   */
+  private quiet(hosts: Set<string>, t: number): NodeId[] {
+    return this.o.swim
+      .members()
+      .filter((m) => m.status === "alive" && m.id !== this.o.swim.id && !hosts.has(this.hostOf(m.id)))
+      .map((m) => m.id)
+      .filter((id) => (this.heardAt.get(id) ?? -Infinity) < t && !this.answeredSince(id, t));
   }
 
   /** The agent of `id`'s host (not `id` itself), if its host announced one. */
