@@ -57,6 +57,8 @@ async function handle(
           .members()
           .map((m) => ({ id: m.id, status: m.status, incarnation: m.incarnation })),
         reports: o.node.monitor.snapshot(),
+        // The broken paths as this node knows them, its own and those members gossiped.
+        unreachable: o.node.reachability().map((r) => ({ from: r.o, to: r.u })),
       };
       res.writeHead(200, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
       return;

@@ -49,7 +49,9 @@ export function registerWatch(program: Command): void {
 
   program
     .command("status")
-    .description("print a running node's view: members and current failure reports")
+    .description(
+      "print a running node's view: members, current failure reports and the broken paths it knows of",
+    )
     .requiredOption("--admin <host:port>", "the node's admin endpoint")
     .option("--json", "print the raw JSON", false)
     .action(async (raw) => {
@@ -75,6 +77,7 @@ export function registerWatch(program: Command): void {
           detector: string;
           evidence: Array<{ what: string }>;
         }>;
+        unreachable?: Array<{ from: string; to: string[] }>;
       };
       console.log(`node ${s.id} (incarnation ${s.incarnation}, local health ${s.localHealth})`);
       console.log("");
@@ -89,5 +92,11 @@ export function registerWatch(program: Command): void {
           `${r.subject}: ${r.kind} (${r.certainty}) by ${r.detector} [${r.evidence.map((e) => e.what).join("; ")}]`,
         );
       }
+      // The gossiped reachability matrix: every member's failed direct probes, not only this node's.
+      console.log("");
+      const rows = s.unreachable ?? [];
+      if (rows.length === 0)
+        console.log("every member reaches every other directly (as far as this node knows)");
+      for (const r of rows) console.log(`${r.from} cannot reach ${r.to.join(", ")} directly`);
     });
 }

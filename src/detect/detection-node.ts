@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { FencingConfig } from "../agent/lease.ts";
+import type { ReachRow } from "../membership/reachability.ts";
 import { SwimNode } from "../membership/swim-node.ts";
 import { SWIM_DEFAULTS, type SwimConfig } from "../membership/swim-types.ts";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
@@ -70,6 +71,7 @@ export class DetectionNode {
         monitor: this.monitor,
         clock: o.clock,
         correlationMs: 2 * (o.swim?.probeIntervalMs ?? SWIM_DEFAULTS.probeIntervalMs),
+        recheckMs: 2 * (o.swim?.probeTimeoutMs ?? SWIM_DEFAULTS.probeTimeoutMs),
         ...(this.fencing
           ? {
               fencing: this.fencing,
@@ -87,6 +89,14 @@ export class DetectionNode {
 
   get id(): NodeId {
     return this.swim.id;
+  }
+
+  /**
+   * The reachability matrix as this node holds it: for each member that has said so (this node
+   * included), the members it cannot reach directly. Empty when every path works.
+   */
+  reachability(): ReachRow[] {
+    return this.swim.core.reach.matrix();
   }
 
   start(): void {

@@ -13,8 +13,10 @@ export const CORRELATION_MS = 2000;
 /** Members lost this recently count towards a partition's far side (ms). */
 const RECENT_LOSS_MS = 60_000;
 
-/** How long members quiet since a loss have to answer before one silent host is called crashed (ms). */
+/** How long members quiet since a loss have to answer an ask before it is repeated (ms). */
 export const RECHECK_MS = 1000;
+/** Asks of members quiet since a loss before their silence counts (each a ping that may be lost). */
+const RECHECKS = 3;
 
 /** How long a transport `refused` stays relevant evidence that the host is up (ms). */
 export const REFUSED_EVIDENCE_MS = 30_000;
@@ -46,8 +48,8 @@ export class MembershipDetector implements Detector {
   /** Members declared dead with no sign of their host, waiting out the correlation window. */
   private readonly held = new Map<NodeId, number>();
   private holdTimer: Timer | undefined;
-  /** Lost members held a second time, while members quiet since the loss are asked. */
-  private readonly rechecked = new Set<NodeId>();
+  /** Lost members held again while members quiet since the loss are asked: how many times. */
+  private readonly rechecked = new Map<NodeId, number>();
   /** Fences under way, by host: cancelled when any member of the host comes back. */
   private readonly fences = new Map<string, () => void>();
   private readonly correlationMs: number;
@@ -197,20 +199,25 @@ export class MembershipDetector implements Detector {
       // One host silent, and nothing else suspected yet. But a partition's far side is not lost all
       // at once: SWIM declares its members dead seconds apart, as its probes happen on them. A
       // member that has said nothing since this loss began may be on the far side too: ask every
-      // such member, and hold the verdict once more; a crash leaves the others answering.
+      // such member, and hold the verdict again; a crash leaves the others answering.
       const quiet = this.quiet(farHosts, since);
-      if (quiet.length > 0 && lost.some(([id]) => !this.rechecked.has(id))) {
+      // The gossiped reachability matrix may already tell: a quiet member that two members (this
+      // node included) could not reach directly is cut off too, no need to wait for an answer.
+      const cut = quiet.filter((q) => this.cutOffPer(q) >= 2);
+      // One unanswered ask proves little on a lossy network: ask up to RECHECKS times.
+      const asked = Math.min(...lost.map(([id]) => this.rechecked.get(id) ?? 0));
+      if (cut.length === 0 && quiet.length > 0 && asked < RECHECKS) {
         for (const id of quiet) this.ask(id);
         for (const [id, s] of lost) {
           this.held.set(id, s);
-          this.rechecked.add(id);
+          this.rechecked.set(id, asked + 1);
         }
         this.holdTimer ??= this.o.clock.setTimer(this.o.recheckMs ?? RECHECK_MS, () => this.release());
         return;
       }
-      // Asked, and still silent: on the far side with the lost.
-      silentToo = quiet;
-      for (const id of quiet) {
+      // Cut off by the matrix, or asked and still silent: on the far side with the lost.
+      silentToo = cut.length > 0 ? cut : quiet;
+      for (const id of silentToo) {
         farSet.add(id);
         farHosts.add(this.hostOf(id));
       }
@@ -242,7 +249,7 @@ export class MembershipDetector implements Detector {
     ].sort();
     const why =
       farHosts.size > 1
-        ? `${far.length} members of ${farHosts.size} hosts lost together${silentToo.length > 0 ? ` (${silentToo.sort().join(", ")} silent since, asked)` : ""}`
+        ? `${far.length} members of ${farHosts.size} hosts lost together${silentToo.length > 0 ? ` (${silentToo.sort().join(", ")} silent since, and cut off)` : ""}`
         : `${sending.sort().join(", ")} still send${sending.length === 1 ? "s" : ""} to this node, but do${sending.length === 1 ? "es" : ""} not answer it`;
     for (const [id, since] of lost) {
       this.publish(
@@ -266,6 +273,15 @@ export class MembershipDetector implements Detector {
       .filter((m) => m.status === "alive" && m.id !== this.o.swim.id && !hosts.has(this.hostOf(m.id)))
       .map((m) => m.id)
       .filter((id) => (this.heardAt.get(id) ?? -Infinity) < t && !this.answeredSince(id, t));
+  }
+
+  /** How many live members (this node included) say, in their reachability rows, they cannot reach `id`. */
+  private cutOffPer(id: NodeId): number {
+    const reach = this.o.swim.core.reach;
+    let n = reach.cannotReach(this.o.swim.id, id) ? 1 : 0;
+    for (const m of this.o.swim.members())
+      if (m.status === "alive" && m.id !== id && reach.cannotReach(m.id, id)) n++;
+    return n;
   }
 
   /** The agent of `id`'s host (not `id` itself), if its host announced one. */

@@ -41,6 +41,8 @@ interface PathState {
   directStreak: number;
   last: boolean | undefined;
   changes: number[];
+  /** When the path was seen down two probes in a row (a lost packet fails one probe, not two). */
+  downs: number[];
   integrity: number[];
   current: Set<FailureKind>;
   since: Partial<Record<FailureKind, number>>;
@@ -66,7 +68,9 @@ interface HostPath {
  *  - `route-failure`: the peer is alive (a relay reached it) but failAfter probes in a row got no
  *    direct answer, and the path is not flapping;
  *  - `route-instability`: the direct path changed between working and not flapThreshold times
- *    within flapWindowMs;
+ *    within flapWindowMs, and at least once it stayed down for two probes in a row (SWIM probes a
+ *    path again at once after an indirect answer): on a lossy path a lost ping or ack makes single
+ *    indirect answers, which alone would look like flaps;
  *  - `corruption`: corruptAfter frames from the peer failed their integrity check within the window;
  *  - `congestion`: the peer answers, but slowly. Its host's network path is judged as one (round
  *    trips to every member on the host are samples of the same queue): the median of the last
@@ -126,6 +130,7 @@ export class PathDetector implements Detector {
         directStreak: 0,
         last: undefined,
         changes: [],
+        downs: [],
         integrity: [],
         current: new Set(),
         since: {},
@@ -154,10 +159,12 @@ export class PathDetector implements Detector {
     } else {
       s.indirectStreak++;
       s.directStreak = 0;
+      if (s.indirectStreak === 2) s.downs.push(now);
     }
     if (s.last !== undefined && s.last !== direct) s.changes.push(now);
     s.last = direct;
     prune(s.changes, now - this.o.flapWindowMs);
+    prune(s.downs, now - this.o.flapWindowMs);
 
     // Frames failing their integrity check, or a congested path, explain failed probes: report
     // the cause, not its symptoms.
@@ -166,7 +173,7 @@ export class PathDetector implements Detector {
       this.clear(peer, s, "route-instability", now);
       return;
     }
-    const flapping = s.changes.length >= this.o.flapThreshold;
+    const flapping = s.changes.length >= this.o.flapThreshold && s.downs.length > 0;
     if (flapping)
       this.raise(
         peer,

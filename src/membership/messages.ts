@@ -1,4 +1,5 @@
 import { type Address, isAddress, type NodeId } from "../net/transport.ts";
+import { isReachRow, MAX_ROWS_PER_MESSAGE, type ReachRow } from "./reachability.ts";
 
 /** A member's state as SWIM gossips it. */
 export type MemberStatus = "alive" | "suspect" | "dead" | "left";
@@ -18,14 +19,18 @@ export interface Update {
   boot?: string;
 }
 
-/** SWIM's messages. `p: "swim"` lets several protocols share one transport. */
-export type SwimMessage =
+/**
+ * SWIM's messages. `p: "swim"` lets several protocols share one transport. `g` carries membership
+ * updates; `r`, when present, rows of the reachability matrix.
+ */
+export type SwimMessage = (
   | { p: "swim"; t: "ping"; seq: number; g: Update[]; x?: string }
   | { p: "swim"; t: "ack"; seq: number; g: Update[]; x?: string }
   | { p: "swim"; t: "ping-req"; seq: number; target: NodeId; g: Update[] }
   | { p: "swim"; t: "nack"; seq: number; g: Update[] }
   | { p: "swim"; t: "join"; g: Update[] }
-  | { p: "swim"; t: "state"; g: Update[] };
+  | { p: "swim"; t: "state"; g: Update[] }
+) & { r?: ReachRow[] };
 
 const STATUSES = new Set<string>(["alive", "suspect", "dead", "left"]);
 const TYPES = new Set<string>(["ping", "ack", "ping-req", "nack", "join", "state"]);
@@ -59,6 +64,12 @@ export function parseSwim(m: unknown): SwimMessage | undefined {
   if (!Array.isArray(x.g) || x.g.length > MAX_UPDATES_PER_MESSAGE || !x.g.every(isUpdate)) return undefined;
   if (x.t !== "join" && x.t !== "state" && !isSeq(x.seq)) return undefined;
   if (x.t === "ping-req" && !isId(x.target)) return undefined;
+  const rows = (m as { r?: unknown }).r;
+  if (
+    rows !== undefined &&
+    !(Array.isArray(rows) && rows.length <= MAX_ROWS_PER_MESSAGE && rows.every(isReachRow))
+  )
+    return undefined;
   const ext = (m as { x?: unknown }).x;
   if (ext !== undefined && !(typeof ext === "string" && ext.length <= 64)) return undefined;
   return x as SwimMessage;

@@ -3,6 +3,7 @@ import type { Rng } from "../runtime/rng.ts";
 import { GossipQueue } from "./gossip-queue.ts";
 import { LocalHealth, suspicionTimeout } from "./local-health.ts";
 import { type MemberStatus, parseSwim, type SwimMessage, type Update } from "./messages.ts";
+import { Reachability, type ReachRow } from "./reachability.ts";
 import {
   type Member,
   SWIM_DEFAULTS,
@@ -20,6 +21,9 @@ function sameAddress(a: Address | undefined, b: Address): boolean {
 
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
 const MAX_RECHECKS = 6;
+
+/** Reachability rows piggybacked on one message (beside the membership updates). */
+const ROWS_PER_MESSAGE = 2;
 
 /** Pings sent by `ask` remembered at once, awaiting an ack. */
 const MAX_ASKS = 16;
@@ -58,6 +62,9 @@ interface Suspicion {
  * - Incarnations: a member refutes a suspicion about itself with a higher incarnation; stale
  *   incarnations never change anything.
  * - Local health: a node whose own probes fail or who must refute stretches its own timing.
+ * - Reachability: each member's row of the members it cannot reach directly (from its probes) is
+ *   piggybacked like membership updates and swapped whole in push-pull: every member holds the
+ *   matrix, so it can name broken paths it is not on and the sides of a partition.
  */
 export class SwimCore {
   readonly id: NodeId;
@@ -67,6 +74,9 @@ export class SwimCore {
   private readonly cfg: SwimConfig;
   private readonly members = new Map<NodeId, Member>();
   private readonly gossip = new GossipQueue();
+  /** The reachability matrix as this member holds it (its own row kept from its probes). */
+  readonly reach: Reachability;
+  private readonly rowGossip = new GossipQueue<ReachRow>((r) => r.o);
   private readonly health: LocalHealth;
   private readonly relays = new Map<number, Relay>();
   private readonly suspicions = new Map<NodeId, Suspicion>();
@@ -102,6 +112,7 @@ export class SwimCore {
     this.extension = o.extension;
     this.cfg = { ...SWIM_DEFAULTS, ...o.config };
     this.health = new LocalHealth(this.cfg.awarenessMax);
+    this.reach = new Reachability(o.id, o.boot);
     // A random first sequence number: acks addressed to an earlier life of this node do not match.
     this.seq = o.rng.u32() * 1024;
     for (const id of o.members ?? []) {
@@ -238,6 +249,7 @@ export class SwimCore {
     const p = this.probe;
     if (p && !p.acked) {
       // The whole period passed without an ack, direct or relayed.
+      this.ownRow(p.target, false);
       this.health.worse(1 + Math.max(0, p.relays - p.nacks));
       const m = this.members.get(p.target);
       if (m?.status === "alive") this.suspect(now, m, m.incarnation, this.id);
@@ -301,6 +313,7 @@ export class SwimCore {
       return;
     }
     for (const u of msg.g) this.apply(now, u);
+    for (const row of msg.r ?? []) this.mergeRow(row);
     if ((msg.t === "ping" || msg.t === "ack") && msg.x !== undefined)
       this.out.push({ type: "extension", peer: from, x: msg.x });
     if (this.leaving && msg.t !== "join") return;
@@ -311,6 +324,7 @@ export class SwimCore {
       case "ack": {
         const relay = this.relays.get(msg.seq);
         if (relay && relay.target === from) {
+          this.ownRow(from, true);
           this.relays.delete(msg.seq);
           this.cancelTimer(`relay:${msg.seq}`);
           this.send(relay.origin, { p: "swim", t: "ack", seq: relay.originSeq, g: this.piggyback() });
@@ -319,6 +333,7 @@ export class SwimCore {
         const ask = this.asks.get(msg.seq);
         if (ask && ask.target === from) {
           this.asks.delete(msg.seq);
+          this.ownRow(from, true);
           this.out.push({ type: "path", peer: from, direct: true, rttMs: now - ask.sentAt });
           break;
         }
@@ -327,6 +342,7 @@ export class SwimCore {
           p.acked = true;
           this.health.better();
           this.cancelTimer("probe-timeout");
+          this.ownRow(p.target, from === p.target);
           if (from === p.target)
             this.out.push({ type: "path", peer: p.target, direct: true, rttMs: now - p.sentAt });
           else {
@@ -461,6 +477,27 @@ export class SwimCore {
     m.status = status;
     m.since = now;
     this.out.push({ type: "member", member: { ...m }, prev });
+    if (status === "left" && this.reach.forget(m.id)) this.ownRowChanged();
+  }
+
+  /** Record how this member's own probe of `id` went in its reachability row. */
+  private ownRow(id: NodeId, reached: boolean): void {
+    if (reached ? this.reach.reachable(id) : this.reach.unreachable(id)) this.ownRowChanged();
+  }
+
+  private ownRowChanged(): void {
+    const row = this.reach.ownRow();
+    this.rowGossip.push(row);
+    this.out.push({ type: "reach", row });
+  }
+
+  /** A row heard from the network: taken and passed on when newer; rows of strangers are not. */
+  private mergeRow(row: ReachRow): void {
+    const owner = this.members.get(row.o);
+    if (!owner || owner.status === "left") return;
+    if (!this.reach.merge(row, owner.boot)) return;
+    this.rowGossip.push(row);
+    this.out.push({ type: "reach", row });
   }
 
   // ---- helpers -----------------------------------------------------------------------------
@@ -519,8 +556,12 @@ export class SwimCore {
   }
 
   private piggyback(): Update[] {
-    const limit = this.cfg.retransmitMult * Math.ceil(Math.log10(this.liveCount() + 1));
-    return this.gossip.take(this.cfg.maxPiggyback, Math.max(1, limit));
+    return this.gossip.take(this.cfg.maxPiggyback, this.retransmitLimit());
+  }
+
+  /** How many times a gossiped fact is sent: λ·log(n), as in memberlist. */
+  private retransmitLimit(): number {
+    return Math.max(1, this.cfg.retransmitMult * Math.ceil(Math.log10(this.liveCount() + 1)));
   }
 
   private send(to: NodeId, msg: SwimMessage): void {
@@ -528,6 +569,12 @@ export class SwimCore {
       const x = this.extension(to);
       if (x !== undefined) msg.x = x;
     }
+    // Reachability rows ride along: changed ones on every message, all of them in a full state.
+    const rows =
+      msg.t === "join" || msg.t === "state"
+        ? this.reach.fullState()
+        : this.rowGossip.take(ROWS_PER_MESSAGE, this.retransmitLimit());
+    if (rows.length > 0) msg.r = rows;
     this.out.push({ type: "send", to, msg });
   }
 

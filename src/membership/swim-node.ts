@@ -5,6 +5,7 @@ import { Emitter } from "../runtime/emitter.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import type { Rng } from "../runtime/rng.ts";
 import { isSwim } from "./messages.ts";
+import type { ReachRow } from "./reachability.ts";
 import { SwimCore } from "./swim-core.ts";
 import type { Member, SwimConfig, SwimInput } from "./swim-types.ts";
 
@@ -33,6 +34,7 @@ type SwimEvents = {
   member: [member: Member, prev: Member["status"] | undefined];
   path: [peer: NodeId, direct: boolean, rttMs: number | undefined];
   extension: [peer: NodeId, x: string];
+  reach: [row: ReachRow];
 };
 
 /** Runs a SwimCore on a Clock and a Transport: the host side of the sans-I/O core. */
@@ -119,6 +121,9 @@ export class SwimNode {
           break;
         case "extension":
           this.emitter.emit("extension", out.peer, out.x);
+          break;
+        case "reach":
+          this.emitter.emit("reach", out.row);
           break;
         case "member":
           if (out.member.addr) this.o.learnAddress?.(out.member.id, out.member.addr);

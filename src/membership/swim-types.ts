@@ -1,6 +1,7 @@
 import type { Address, NodeId } from "../net/transport.ts";
 import type { Rng } from "../runtime/rng.ts";
 import type { MemberStatus, SwimMessage } from "./messages.ts";
+import type { ReachRow } from "./reachability.ts";
 
 /** Defaults follow HashiCorp memberlist's LAN configuration. */
 export const SWIM_DEFAULTS = {
@@ -77,4 +78,6 @@ export type SwimOutput =
    */
   | { type: "path"; peer: NodeId; direct: boolean; rttMs?: number }
   /** `peer` sent its extension payload (see SwimCoreOptions.extension). */
-  | { type: "extension"; peer: NodeId; x: string };
+  | { type: "extension"; peer: NodeId; x: string }
+  /** A row of the reachability matrix changed: this member's own, or a newer one heard. */
+  | { type: "reach"; row: ReachRow };

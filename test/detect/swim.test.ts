@@ -294,7 +294,7 @@ describe("partitions (simulation)", () => {
 });
 
 /** Process nodes n1..nK, each on host hI with an agent agent:hI; every report recorded. */
-async function agentSim(procs: string[], seed: number) {
+async function agentSim(procs: string[], seed: number, network?: { loss: number }) {
   const { SimHostAgent } = await import("../../src/sim/sim-agent.ts");
   const { simDetectionNode } = await import("../../src/sim/scenarios/swim.ts");
   const { Simulation } = await import("../../src/sim/simulation.ts");
@@ -306,6 +306,7 @@ async function agentSim(procs: string[], seed: number) {
     seed,
     nodes: ids,
     hosts,
+    ...(network ? { network } : {}),
     create: (ctx) => {
       const node = simDetectionNode(ctx);
       node.monitor.subscribe({}, (report) => seen.push({ at: sim.now(), observer: ctx.id, report }));
@@ -375,6 +376,26 @@ describe("host agents in simulation", () => {
       }
     }
     expect(wrong).toEqual([]);
+  });
+
+  it("a host crash (process and agent) under 2% loss is a host crash to everyone, over 200 seeds: the partition checks do not misfire", async () => {
+    const wrong: string[] = [];
+    let reported = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const { sim, seen } = await agentSim(["n1", "n2", "n3", "n4", "n5"], seed, { loss: 0.02 });
+      sim.start();
+      sim.runUntil(10_000);
+      sim.crash("n3", { host: true });
+      sim.runUntil(40_000);
+      for (const { observer, report } of seen) {
+        if (report.type !== "failure") continue;
+        const r = report as FailureReport;
+        if (r.kind === "host-crash" && r.subject.endsWith("3")) reported++;
+        else wrong.push(`seed ${seed}: ${observer} reported ${r.kind} of ${r.subject}`);
+      }
+    }
+    expect(wrong).toEqual([]);
+    expect(reported).toBeGreaterThan(200 * 8);
   });
 
   it("a hung process (paused, its agent answering) is a suspected process-exit, not a host crash", async () => {

@@ -1,0 +1,109 @@
+import type { NodeId } from "../net/transport.ts";
+
+/**
+ * One row of the reachability matrix: the members its owner cannot reach directly (its own probe of
+ * them went unanswered, or was answered only through a relay), as of version `v` of the owner's
+ * life `b`. Rows travel piggybacked on SWIM's messages like membership updates, and whole in its
+ * push-pull exchanges, so every member holds every row: anyone can say which paths are broken,
+ * not only the two ends of a path.
+ */
+export interface ReachRow {
+  /** The owner: the member whose probes this row reports. */
+  o: NodeId;
+  /** The owner's life (its boot id), when it has one: a restarted member starts a new row. */
+  b?: string;
+  /** Bumped on every change of the row within one life. */
+  v: number;
+  /** Members the owner cannot reach directly, sorted. */
+  u: NodeId[];
+}
+
+/** A row names at most this many members; more than this unreachable is a partition anyway. */
+export const MAX_ROW = 256;
+/** Rows accepted in one message (a push-pull exchange carries every non-empty row). */
+export const MAX_ROWS_PER_MESSAGE = 4096;
+
+const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
+
+/** Whether a value is a well-formed row (every field checked: rows arrive from the network). */
+export function isReachRow(r: unknown): r is ReachRow {
+  if (typeof r !== "object" || r === null) return false;
+  const x = r as ReachRow;
+  if (!isId(x.o) || !Number.isSafeInteger(x.v) || x.v < 0) return false;
+  if (x.b !== undefined && !(typeof x.b === "string" && x.b.length > 0 && x.b.length <= 64)) return false;
+  return Array.isArray(x.u) && x.u.length <= MAX_ROW && x.u.every(isId) && !x.u.includes(x.o);
+}
+
+/**
+ * The reachability matrix as one member holds it: its own row, kept from its probes, and the
+ * newest row of every other member it has heard. Sans-I/O: SwimCore feeds it and carries its rows.
+ */
+export class Reachability {
+  private readonly own = new Set<NodeId>();
+  private version = 0;
+  private readonly rows = new Map<NodeId, ReachRow>();
+
+  constructor(
+    private readonly self: NodeId,
+    private readonly boot: string | undefined,
+  ) {}
+
+  /** This member's probe of `id` failed directly. True when its row changed. */
+  unreachable(id: NodeId): boolean {
+    if (id === this.self || this.own.has(id) || this.own.size >= MAX_ROW) return false;
+    this.own.add(id);
+    this.version++;
+    return true;
+  }
+
+  /** `id` answered this member directly. True when its row changed. */
+  reachable(id: NodeId): boolean {
+    if (!this.own.delete(id)) return false;
+    this.version++;
+    return true;
+  }
+
+  /** A member left or was forgotten: out of this member's row, and its own row dropped. */
+  forget(id: NodeId): boolean {
+    this.rows.delete(id);
+    return this.reachable(id);
+  }
+
+  ownRow(): ReachRow {
+    const row: ReachRow = { o: this.self, v: this.version, u: [...this.own].sort() };
+    if (this.boot !== undefined) row.b = this.boot;
+    return row;
+  }
+
+  /**
+   * Take a row heard from the network if it is newer than the one held: the same life with a
+   * higher version, or the owner's current life (`currentBoot`, as membership knows it) replacing
+   * an earlier one. True when it was taken (and should be passed on).
+   */
+  merge(row: ReachRow, currentBoot: string | undefined): boolean {
+    if (row.o === this.self) return false;
+    const held = this.rows.get(row.o);
+    if (held !== undefined && held.b === row.b && held.v >= row.v) return false;
+    if (held !== undefined && held.b !== row.b && row.b !== currentBoot) return false;
+    this.rows.set(row.o, { ...row, u: [...row.u] });
+    return true;
+  }
+
+  /** Whether `from` has said it cannot reach `to` directly (this member's own probes for `from = self`). */
+  cannotReach(from: NodeId, to: NodeId): boolean {
+    if (from === this.self) return this.own.has(to);
+    return this.rows.get(from)?.u.includes(to) ?? false;
+  }
+
+  /** Every row with something in it, this member's own included: the broken paths as known here. */
+  matrix(): ReachRow[] {
+    const all = [this.ownRow(), ...this.rows.values()];
+    return all.filter((r) => r.u.length > 0).sort((a, b) => (a.o < b.o ? -1 : a.o > b.o ? 1 : 0));
+  }
+
+  /** Rows to send whole in a push-pull exchange: every row that ever changed, own first. */
+  fullState(): ReachRow[] {
+    const all = [this.ownRow(), ...this.rows.values()].filter((r) => r.v > 0);
+    return all.slice(0, MAX_ROWS_PER_MESSAGE);
+  }
+}

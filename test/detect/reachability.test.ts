@@ -1,0 +1,136 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parseSwim } from "../../src/membership/messages.ts";
+import { Reachability, type ReachRow } from "../../src/membership/reachability.ts";
+import { SwimCore } from "../../src/membership/swim-core.ts";
+import { Xoshiro128 } from "../../src/runtime/rng.ts";
+import { swimSim } from "./swim-harness.ts";
+
+/** The matrix as { owner: [unreachable…] }, for comparing whole views. */
+const asObject = (rows: ReachRow[]) => Object.fromEntries(rows.map((r) => [r.o, r.u]));
+
+describe("reachability matrix: merging rows", () => {
+  it("converges to each owner's newest row whatever the order, duplication and staleness of delivery", () => {
+    const owners = ["a", "b", "c"];
+    const ids = ["a", "b", "c", "d", "e"];
+    // Each owner's life produces rows of versions 1..k, each with its own contents.
+    const lives = fc.tuple(
+      ...owners.map((o) =>
+        fc
+          .array(fc.subarray(ids.filter((i) => i !== o)), { minLength: 1, maxLength: 6 })
+          .map((contents) => contents.map((u, i): ReachRow => ({ o, b: "1", v: i + 1, u: [...u].sort() }))),
+      ),
+    );
+    fc.assert(
+      fc.property(lives, fc.nat(), fc.nat(), (rowsByOwner, s1, s2) => {
+        const all = rowsByOwner.flat();
+        const deliver = (seed: number) => {
+          const rng = new Xoshiro128(seed);
+          const r = new Reachability("me", "1");
+          // Every row at least once, some twice, in a random order.
+          for (const row of rng.shuffle([...all, ...all.filter(() => rng.chance(0.3))])) r.merge(row, "1");
+          return asObject(r.matrix());
+        };
+        const newest = Object.fromEntries(
+          rowsByOwner
+            .map((rows) => [rows.at(-1)!.o, rows.at(-1)!.u] as const)
+            .filter(([, u]) => u.length > 0),
+        );
+        expect(deliver(s1)).toEqual(newest);
+        expect(deliver(s2)).toEqual(newest);
+      }),
+    );
+  });
+
+  it("a restarted owner's new life replaces its old row; a lingering row of the old life does not come back", () => {
+    const r = new Reachability("me", "1");
+    expect(r.merge({ o: "a", b: "old", v: 9, u: ["x"] }, "old")).toBe(true);
+    expect(r.merge({ o: "a", b: "new", v: 1, u: ["y"] }, "new")).toBe(true);
+    expect(r.merge({ o: "a", b: "old", v: 10, u: ["x"] }, "new")).toBe(false);
+    expect(r.matrix()).toEqual([{ o: "a", b: "new", v: 1, u: ["y"] }]);
+    expect(r.cannotReach("a", "y")).toBe(true);
+    expect(r.cannotReach("a", "x")).toBe(false);
+  });
+
+  it("a member's own row follows its probes, and rows about itself from others never replace it", () => {
+    const r = new Reachability("me", "1");
+    expect(r.unreachable("a")).toBe(true);
+    expect(r.unreachable("a")).toBe(false);
+    expect(r.merge({ o: "me", b: "1", v: 99, u: [] }, "1")).toBe(false);
+    expect(r.cannotReach("me", "a")).toBe(true);
+    expect(r.reachable("a")).toBe(true);
+    expect(r.matrix()).toEqual([]);
+    expect(r.fullState()).toEqual([{ o: "me", b: "1", v: 2, u: [] }]);
+  });
+
+  it("malformed rows make the whole SWIM message malformed: counted, nothing applied", () => {
+    const bad: unknown[] = [
+      "row",
+      [{ o: "", v: 1, u: [] }],
+      [{ o: "a", v: -1, u: [] }],
+      [{ o: "a", v: 1.5, u: [] }],
+      [{ o: "a", v: 1, u: "b" }],
+      [{ o: "a", v: 1, u: [7] }],
+      [{ o: "a", v: 1, u: ["a"] }],
+      [{ o: "a", v: 1, u: Array.from({ length: 300 }, (_, i) => `m${i}`) }],
+      [{ o: "a", b: "x".repeat(65), v: 1, u: [] }],
+    ];
+    for (const r of bad)
+      expect(parseSwim({ p: "swim", t: "ping", seq: 1, g: [], r }), JSON.stringify(r)).toBe(undefined);
+    expect(parseSwim({ p: "swim", t: "ping", seq: 1, g: [], r: [{ o: "a", v: 1, u: ["b"] }] })).toBeDefined();
+
+    const core = new SwimCore({ id: "me", rng: new Xoshiro128(1), members: ["a"] });
+    core.step({
+      type: "message",
+      now: 0,
+      from: "a",
+      msg: { p: "swim", t: "ping", seq: 1, g: [], r: bad[1] },
+    });
+    expect(core.malformed).toBe(1);
+    // A well-formed row from a stranger (not a member) is not taken either.
+    core.step({
+      type: "message",
+      now: 0,
+      from: "a",
+      msg: { p: "swim", t: "ping", seq: 2, g: [], r: [{ o: "z", v: 1, u: ["a"] }] },
+    });
+    expect(core.reach.matrix()).toEqual([]);
+  });
+});
+
+describe("reachability matrix in simulation: every member knows every broken path", () => {
+  it("a one-link route failure is known to all five members, not only its two ends; cleared after repair", () => {
+    const { sim } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.network.block("n1", "n3");
+    sim.runUntil(35_000);
+    for (const [id, node] of sim.live())
+      expect(asObject(node.reachability()), id).toEqual({ n1: ["n3"], n3: ["n1"] });
+    sim.network.unblock("n1", "n3");
+    sim.runUntil(95_000);
+    for (const [id, node] of sim.live()) expect(node.reachability(), id).toEqual([]);
+  });
+
+  it("in a 2|3 partition each side's rows name the other side", () => {
+    const { sim } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    const a = ["n1", "n2"];
+    const b = ["n3", "n4", "n5"];
+    sim.network.partition([a, b]);
+    sim.runUntil(40_000);
+    for (const [id, node] of sim.live()) {
+      const [near, far] = a.includes(id) ? [a, b] : [b, a];
+      const m = asObject(node.reachability());
+      // Every member of this side says it cannot reach the far side (and nothing on its own side).
+      for (const n of near) expect(m[n], `${id}: row of ${n}`).toEqual(far);
+    }
+  });
+
+  it("with no fault the matrix stays empty for ten minutes", () => {
+    const { sim } = swimSim({ nodes: 8 });
+    for (let t = 10_000; t <= 600_000; t += 10_000) {
+      sim.runUntil(t);
+      for (const [id, node] of sim.live()) expect(node.reachability(), `${id} at ${t}`).toEqual([]);
+    }
+  });
+});
