@@ -17,6 +17,8 @@ const RECENT_LOSS_MS = 60_000;
 export const RECHECK_MS = 1000;
 /** Asks of members quiet since a loss before their silence counts (each a ping that may be lost). */
 const RECHECKS = 3;
+/** Quiet members asked at most, each round (SwimCore remembers 16 asks at once). */
+const MAX_QUIET_ASKS = 8;
 
 /** How long a transport `refused` stays relevant evidence that the host is up (ms). */
 export const REFUSED_EVIDENCE_MS = 30_000;
@@ -50,6 +52,8 @@ export class MembershipDetector implements Detector {
   private holdTimer: Timer | undefined;
   /** Lost members held again while members quiet since the loss are asked: how many times. */
   private readonly rechecked = new Map<NodeId, number>();
+  /** Members quiet since a loss that were asked whether they answer. */
+  private readonly quietAsked = new Set<NodeId>();
   /** Fences under way, by host: cancelled when any member of the host comes back. */
   private readonly fences = new Map<string, () => void>();
   private readonly correlationMs: number;
@@ -178,6 +182,7 @@ export class MembershipDetector implements Detector {
     }
     if (lost.length === 0) {
       for (const [id] of held) this.rechecked.delete(id);
+      this.quietAsked.clear();
       return;
     }
     // The far side: what was lost now, what is suspected now, and what fell silent recently.
@@ -198,16 +203,24 @@ export class MembershipDetector implements Detector {
     if (farHosts.size === 1 && sending.length === 0) {
       // One host silent, and nothing else suspected yet. But a partition's far side is not lost all
       // at once: SWIM declares its members dead seconds apart, as its probes happen on them. A
-      // member that has said nothing since this loss began may be on the far side too: ask every
-      // such member, and hold the verdict again; a crash leaves the others answering.
+      // member that has said nothing since this loss began may be on the far side too: ask such
+      // members, and hold the verdict again; a crash leaves the others answering.
       const quiet = this.quiet(farHosts, since);
       // The gossiped reachability matrix may already tell: a quiet member that two members (this
       // node included) could not reach directly is cut off too, no need to wait for an answer.
-      const cut = quiet.filter((q) => this.cutOffPer(q) >= 2);
-      // One unanswered ask proves little on a lossy network: ask up to RECHECKS times.
+      const cutBy = this.cutOffCounts();
+      const cut = quiet.filter((q) => (cutBy.get(q) ?? 0) >= 2);
+      // In a large cluster most members are quiet over a few seconds: the first round asks those
+      // silent longest; later rounds ask again only those that have not answered (one unanswered
+      // ping proves little on a lossy network), up to RECHECKS rounds.
       const asked = Math.min(...lost.map(([id]) => this.rechecked.get(id) ?? 0));
-      if (cut.length === 0 && quiet.length > 0 && asked < RECHECKS) {
-        for (const id of quiet) this.ask(id);
+      const toAsk =
+        asked === 0 ? quiet.slice(0, MAX_QUIET_ASKS) : quiet.filter((id) => this.quietAsked.has(id));
+      if (cut.length === 0 && toAsk.length > 0 && asked < RECHECKS) {
+        for (const id of toAsk) {
+          this.ask(id);
+          this.quietAsked.add(id);
+        }
         for (const [id, s] of lost) {
           this.held.set(id, s);
           this.rechecked.set(id, asked + 1);
@@ -216,13 +229,14 @@ export class MembershipDetector implements Detector {
         return;
       }
       // Cut off by the matrix, or asked and still silent: on the far side with the lost.
-      silentToo = cut.length > 0 ? cut : quiet;
+      silentToo = cut.length > 0 ? cut : toAsk;
       for (const id of silentToo) {
         farSet.add(id);
         farHosts.add(this.hostOf(id));
       }
     }
     for (const [id] of lost) this.rechecked.delete(id);
+    this.quietAsked.clear();
     if (farHosts.size === 1 && sending.length === 0) {
       for (const [id, since] of lost) {
         const agent = this.hostAgent(id);
@@ -265,23 +279,26 @@ export class MembershipDetector implements Detector {
 
   /**
    * Members thought alive, not on the given hosts, that this node has neither heard from nor had an
-   * answer from since `t`.
+   * answer from since `t`; those silent longest first.
    */
   private quiet(hosts: Set<string>, t: number): NodeId[] {
+    const heard = (id: NodeId) => this.heardAt.get(id) ?? -Infinity;
     return this.o.swim
       .members()
       .filter((m) => m.status === "alive" && m.id !== this.o.swim.id && !hosts.has(this.hostOf(m.id)))
       .map((m) => m.id)
-      .filter((id) => (this.heardAt.get(id) ?? -Infinity) < t && !this.answeredSince(id, t));
+      .filter((id) => heard(id) < t && !this.answeredSince(id, t))
+      .sort((a, b) => heard(a) - heard(b) || (a < b ? -1 : 1));
   }
 
-  /** How many live members (this node included) say, in their reachability rows, they cannot reach `id`. */
-  private cutOffPer(id: NodeId): number {
-    const reach = this.o.swim.core.reach;
-    let n = reach.cannotReach(this.o.swim.id, id) ? 1 : 0;
-    for (const m of this.o.swim.members())
-      if (m.status === "alive" && m.id !== id && reach.cannotReach(m.id, id)) n++;
-    return n;
+  /** For each member, how many live members (this node included) say in their rows they cannot reach it. */
+  private cutOffCounts(): Map<NodeId, number> {
+    const counts = new Map<NodeId, number>();
+    for (const row of this.o.swim.core.reach.matrix()) {
+      if (row.o !== this.o.swim.id && this.o.swim.core.member(row.o)?.status !== "alive") continue;
+      for (const id of row.u) counts.set(id, (counts.get(id) ?? 0) + 1);
+    }
+    return counts;
   }
 
   /** The agent of `id`'s host (not `id` itself), if its host announced one. */
