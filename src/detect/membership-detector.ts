@@ -206,16 +206,16 @@ export class MembershipDetector implements Detector {
       // member that has said nothing since this loss began may be on the far side too: ask such
       // members, and hold the verdict again; a crash leaves the others answering.
       const quiet = this.quiet(farHosts, since);
-      // The gossiped reachability matrix may already tell: a quiet member that two members (this
-      // node included) could not reach directly is cut off too, no need to wait for an answer.
-      const cutBy = this.cutOffCounts();
-      const cut = quiet.filter((q) => (cutBy.get(q) ?? 0) >= 2);
       // In a large cluster most members are quiet over a few seconds: the first round asks those
       // silent longest; later rounds ask again only those that have not answered (one unanswered
       // ping proves little on a lossy network), up to RECHECKS rounds.
       const asked = Math.min(...lost.map(([id]) => this.rechecked.get(id) ?? 0));
       const toAsk =
         asked === 0 ? quiet.slice(0, MAX_QUIET_ASKS) : quiet.filter((id) => this.quietAsked.has(id));
+      // The gossiped reachability matrix shortens the wait: a member that did not answer an ask
+      // and that two members (this node included) could not reach directly is cut off too.
+      const cutBy = asked === 0 ? new Map<NodeId, number>() : this.cutOffCounts();
+      const cut = toAsk.filter((q) => (cutBy.get(q) ?? 0) >= 2);
       if (cut.length === 0 && toAsk.length > 0 && asked < RECHECKS) {
         for (const id of toAsk) {
           this.ask(id);

@@ -22,6 +22,8 @@ export interface ReachRow {
 export const MAX_ROW = 256;
 /** Rows accepted in one message (a push-pull exchange carries every non-empty row). */
 export const MAX_ROWS_PER_MESSAGE = 4096;
+/** How often an owner renews a row that lists anything (ms); rows live three times as long. */
+export const RENEW_MS = 30_000;
 
 const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
 
@@ -37,15 +39,22 @@ export function isReachRow(r: unknown): r is ReachRow {
 /**
  * The reachability matrix as one member holds it: its own row, kept from its probes, and the
  * newest row of every other member it has heard. Sans-I/O: SwimCore feeds it and carries its rows.
+ *
+ * Staleness: an owner renews its row (a new version) every `renewMs` while the row lists
+ * anything, and a row not renewed within `ttlMs` of its arrival is dropped. So a member that
+ * missed the gossip of a row being emptied forgets it anyway, and push-pull need carry only rows
+ * that list something: nothing, in a healthy cluster.
  */
 export class Reachability {
   private readonly own = new Set<NodeId>();
   private version = 0;
-  private readonly rows = new Map<NodeId, ReachRow>();
+  private readonly rows = new Map<NodeId, { row: ReachRow; at: number }>();
 
   constructor(
     private readonly self: NodeId,
     private readonly boot: string | undefined,
+    /** How long a row heard is kept without a renewal (ms). */
+    private readonly ttlMs = 3 * RENEW_MS,
   ) {}
 
   /** This member's probe of `id` failed directly. True when its row changed. */
@@ -61,6 +70,18 @@ export class Reachability {
     if (!this.own.delete(id)) return false;
     this.version++;
     return true;
+  }
+
+  /** A new version of this member's own row, unchanged (the renewal of a non-empty row). */
+  renew(): ReachRow | undefined {
+    if (this.own.size === 0) return undefined;
+    this.version++;
+    return this.ownRow();
+  }
+
+  /** Drop rows heard more than the TTL ago and not renewed since. */
+  expire(now: number): void {
+    for (const [o, r] of this.rows) if (now - r.at > this.ttlMs) this.rows.delete(o);
   }
 
   /** A member left or was forgotten: out of this member's row, and its own row dropped. */
@@ -80,30 +101,35 @@ export class Reachability {
    * higher version, or the owner's current life (`currentBoot`, as membership knows it) replacing
    * an earlier one. True when it was taken (and should be passed on).
    */
-  merge(row: ReachRow, currentBoot: string | undefined): boolean {
+  merge(row: ReachRow, currentBoot: string | undefined, now: number): boolean {
     if (row.o === this.self) return false;
-    const held = this.rows.get(row.o);
+    const held = this.rows.get(row.o)?.row;
     if (held !== undefined && held.b === row.b && held.v >= row.v) return false;
     if (held !== undefined && held.b !== row.b && row.b !== currentBoot) return false;
-    this.rows.set(row.o, { ...row, u: [...row.u] });
+    this.rows.set(row.o, { row: { ...row, u: [...row.u] }, at: now });
     return true;
   }
 
   /** Whether `from` has said it cannot reach `to` directly (this member's own probes for `from = self`). */
   cannotReach(from: NodeId, to: NodeId): boolean {
     if (from === this.self) return this.own.has(to);
-    return this.rows.get(from)?.u.includes(to) ?? false;
+    return this.rows.get(from)?.row.u.includes(to) ?? false;
   }
 
   /** Every row with something in it, this member's own included: the broken paths as known here. */
   matrix(): ReachRow[] {
-    const all = [this.ownRow(), ...this.rows.values()];
-    return all.filter((r) => r.u.length > 0).sort((a, b) => (a.o < b.o ? -1 : a.o > b.o ? 1 : 0));
+    return this.nonEmpty().sort((a, b) => (a.o < b.o ? -1 : a.o > b.o ? 1 : 0));
   }
 
-  /** Rows to send whole in a push-pull exchange: every row that ever changed, own first. */
+  /** Rows to send whole in a push-pull exchange: those that list something, own first. */
   fullState(): ReachRow[] {
-    const all = [this.ownRow(), ...this.rows.values()].filter((r) => r.v > 0);
-    return all.slice(0, MAX_ROWS_PER_MESSAGE);
+    return this.nonEmpty().slice(0, MAX_ROWS_PER_MESSAGE);
+  }
+
+  private nonEmpty(): ReachRow[] {
+    const all: ReachRow[] = [];
+    if (this.own.size > 0) all.push(this.ownRow());
+    for (const { row } of this.rows.values()) if (row.u.length > 0) all.push(row);
+    return all;
   }
 }

@@ -77,6 +77,7 @@ export class SwimCore {
   /** The reachability matrix as this member holds it (its own row kept from its probes). */
   readonly reach: Reachability;
   private readonly rowGossip = new GossipQueue<ReachRow>((r) => r.o);
+  private rowsRenewedAt = 0;
   private readonly health: LocalHealth;
   private readonly relays = new Map<number, Relay>();
   private readonly suspicions = new Map<NodeId, Suspicion>();
@@ -112,7 +113,7 @@ export class SwimCore {
     this.extension = o.extension;
     this.cfg = { ...SWIM_DEFAULTS, ...o.config };
     this.health = new LocalHealth(this.cfg.awarenessMax);
-    this.reach = new Reachability(o.id, o.boot);
+    this.reach = new Reachability(o.id, o.boot, 3 * this.cfg.pushPullIntervalMs);
     // A random first sequence number: acks addressed to an earlier life of this node do not match.
     this.seq = o.rng.u32() * 1024;
     for (const id of o.members ?? []) {
@@ -246,6 +247,7 @@ export class SwimCore {
     const mult = this.health.multiplier;
     this.setTimer("probe", this.cfg.probeIntervalMs * mult);
     if (this.leaving) return;
+    this.renewRows(now);
     const p = this.probe;
     if (p && !p.acked) {
       // The whole period passed without an ack, direct or relayed.
@@ -313,7 +315,7 @@ export class SwimCore {
       return;
     }
     for (const u of msg.g) this.apply(now, u);
-    for (const row of msg.r ?? []) this.mergeRow(row);
+    for (const row of msg.r ?? []) this.mergeRow(now, row);
     if ((msg.t === "ping" || msg.t === "ack") && msg.x !== undefined)
       this.out.push({ type: "extension", peer: from, x: msg.x });
     if (this.leaving && msg.t !== "join") return;
@@ -480,6 +482,21 @@ export class SwimCore {
     if (status === "left" && this.reach.forget(m.id)) this.ownRowChanged();
   }
 
+  /**
+   * Once a push-pull interval (unscaled): drop rows not renewed for three, and renew this
+   * member's own row if it lists anything, so that members keep it.
+   */
+  private renewRows(now: number): void {
+    if (now - this.rowsRenewedAt < this.cfg.pushPullIntervalMs) return;
+    this.rowsRenewedAt = now;
+    this.reach.expire(now);
+    const renewed = this.reach.renew();
+    if (renewed) {
+      this.rowGossip.push(renewed);
+      this.out.push({ type: "reach", row: renewed });
+    }
+  }
+
   /** Record how this member's own probe of `id` went in its reachability row. */
   private ownRow(id: NodeId, reached: boolean): void {
     if (reached ? this.reach.reachable(id) : this.reach.unreachable(id)) this.ownRowChanged();
@@ -492,10 +509,10 @@ export class SwimCore {
   }
 
   /** A row heard from the network: taken and passed on when newer; rows of strangers are not. */
-  private mergeRow(row: ReachRow): void {
+  private mergeRow(now: number, row: ReachRow): void {
     const owner = this.members.get(row.o);
     if (!owner || owner.status === "left") return;
-    if (!this.reach.merge(row, owner.boot)) return;
+    if (!this.reach.merge(row, owner.boot, now)) return;
     this.rowGossip.push(row);
     this.out.push({ type: "reach", row });
   }

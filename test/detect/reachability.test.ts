@@ -28,7 +28,7 @@ describe("reachability matrix: merging rows", () => {
           const rng = new Xoshiro128(seed);
           const r = new Reachability("me", "1");
           // Every row at least once, some twice, in a random order.
-          for (const row of rng.shuffle([...all, ...all.filter(() => rng.chance(0.3))])) r.merge(row, "1");
+          for (const row of rng.shuffle([...all, ...all.filter(() => rng.chance(0.3))])) r.merge(row, "1", 0);
           return asObject(r.matrix());
         };
         const newest = Object.fromEntries(
@@ -44,9 +44,9 @@ describe("reachability matrix: merging rows", () => {
 
   it("a restarted owner's new life replaces its old row; a lingering row of the old life does not come back", () => {
     const r = new Reachability("me", "1");
-    expect(r.merge({ o: "a", b: "old", v: 9, u: ["x"] }, "old")).toBe(true);
-    expect(r.merge({ o: "a", b: "new", v: 1, u: ["y"] }, "new")).toBe(true);
-    expect(r.merge({ o: "a", b: "old", v: 10, u: ["x"] }, "new")).toBe(false);
+    expect(r.merge({ o: "a", b: "old", v: 9, u: ["x"] }, "old", 0)).toBe(true);
+    expect(r.merge({ o: "a", b: "new", v: 1, u: ["y"] }, "new", 0)).toBe(true);
+    expect(r.merge({ o: "a", b: "old", v: 10, u: ["x"] }, "new", 0)).toBe(false);
     expect(r.matrix()).toEqual([{ o: "a", b: "new", v: 1, u: ["y"] }]);
     expect(r.cannotReach("a", "y")).toBe(true);
     expect(r.cannotReach("a", "x")).toBe(false);
@@ -56,11 +56,24 @@ describe("reachability matrix: merging rows", () => {
     const r = new Reachability("me", "1");
     expect(r.unreachable("a")).toBe(true);
     expect(r.unreachable("a")).toBe(false);
-    expect(r.merge({ o: "me", b: "1", v: 99, u: [] }, "1")).toBe(false);
+    expect(r.merge({ o: "me", b: "1", v: 99, u: [] }, "1", 0)).toBe(false);
     expect(r.cannotReach("me", "a")).toBe(true);
     expect(r.reachable("a")).toBe(true);
     expect(r.matrix()).toEqual([]);
-    expect(r.fullState()).toEqual([{ o: "me", b: "1", v: 2, u: [] }]);
+    expect(r.fullState()).toEqual([]);
+  });
+
+  it("a row not renewed within its TTL is dropped; an owner renews only a row that lists something", () => {
+    const r = new Reachability("me", "1", 90_000);
+    r.merge({ o: "a", b: "1", v: 1, u: ["b"] }, "1", 0);
+    r.merge({ o: "c", b: "1", v: 1, u: ["d"] }, "1", 0);
+    r.merge({ o: "c", b: "1", v: 2, u: ["d"] }, "1", 60_000); // c renewed its row
+    r.expire(90_001);
+    expect(r.matrix().map((x) => x.o)).toEqual(["c"]);
+    expect(r.renew()).toBeUndefined();
+    r.unreachable("x");
+    expect(r.renew()).toEqual({ o: "me", b: "1", v: 2, u: ["x"] });
+    expect(r.fullState().map((x) => x.o)).toEqual(["me", "c"]);
   });
 
   it("malformed rows make the whole SWIM message malformed: counted, nothing applied", () => {
@@ -109,6 +122,17 @@ describe("reachability matrix in simulation: every member knows every broken pat
     sim.network.unblock("n1", "n3");
     sim.runUntil(95_000);
     for (const [id, node] of sim.live()) expect(node.reachability(), id).toEqual([]);
+  });
+
+  it("a route failure that lasts ten minutes stays known everywhere (its rows are renewed, not expired)", () => {
+    const { sim } = swimSim({ nodes: 5 });
+    sim.runUntil(5000);
+    sim.network.block("n2", "n5");
+    for (let t = 60_000; t <= 600_000; t += 30_000) {
+      sim.runUntil(t);
+      for (const [id, node] of sim.live())
+        expect(asObject(node.reachability()), `${id} at ${t}`).toEqual({ n2: ["n5"], n5: ["n2"] });
+    }
   });
 
   it("in a 2|3 partition each side's rows name the other side", () => {
