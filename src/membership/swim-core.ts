@@ -78,6 +78,8 @@ export class SwimCore {
   readonly reach: Reachability;
   private readonly rowGossip = new GossipQueue<ReachRow>((r) => r.o);
   private rowsRenewedAt = 0;
+  /** Probes in a row answered only through a relay, per member (reset by a direct answer). */
+  private readonly directMisses = new Map<NodeId, number>();
   private readonly health: LocalHealth;
   private readonly relays = new Map<number, Relay>();
   private readonly suspicions = new Map<NodeId, Suspicion>();
@@ -344,7 +346,8 @@ export class SwimCore {
           p.acked = true;
           this.health.better();
           this.cancelTimer("probe-timeout");
-          this.ownRow(p.target, from === p.target);
+          if (from === p.target) this.ownRow(p.target, true);
+          else this.indirectOnly(p.target);
           if (from === p.target)
             this.out.push({ type: "path", peer: p.target, direct: true, rttMs: now - p.sentAt });
           else {
@@ -479,7 +482,10 @@ export class SwimCore {
     m.status = status;
     m.since = now;
     this.out.push({ type: "member", member: { ...m }, prev });
-    if (status === "left" && this.reach.forget(m.id)) this.ownRowChanged();
+    if (status === "left") {
+      this.directMisses.delete(m.id);
+      if (this.reach.forget(m.id)) this.ownRowChanged();
+    }
   }
 
   /**
@@ -497,8 +503,21 @@ export class SwimCore {
     }
   }
 
+  /**
+   * A probe of `id` was answered only through a relay. On a lossy path one lost ping or ack does
+   * that (~2 % of probes at 1 % loss), and rows that flapped with every lost packet would flood the
+   * gossip at scale: the row lists `id` when it happens twice in a row (SWIM probes such a path
+   * again the next period). A probe nobody could get answered counts at once.
+   */
+  private indirectOnly(id: NodeId): void {
+    const n = (this.directMisses.get(id) ?? 0) + 1;
+    this.directMisses.set(id, n);
+    if (n >= 2) this.ownRow(id, false);
+  }
+
   /** Record how this member's own probe of `id` went in its reachability row. */
   private ownRow(id: NodeId, reached: boolean): void {
+    if (reached) this.directMisses.delete(id);
     if (reached ? this.reach.reachable(id) : this.reach.unreachable(id)) this.ownRowChanged();
   }
 
