@@ -1,9 +1,9 @@
 import type { NodeId } from "../net/transport.ts";
 
 /**
- * One row of the reachability matrix: the members its owner cannot reach directly (its own probe of
- * them went unanswered, or was answered only through a relay), as of version `v` of the owner's
- * life `b`. Rows travel piggybacked on SWIM's messages like membership updates, and whole in its
+ * One row of the reachability matrix: the live members its owner cannot reach directly (its probes
+ * of them were answered, twice in a row, only through a relay), as of version `v` of the owner's
+ * life `b`. A member nothing answers for is a suspicion, SWIM's business, not a path's. Rows travel piggybacked on SWIM's messages like membership updates, and whole in its
  * push-pull exchanges, so every member holds every row: anyone can say which paths are broken,
  * not only the two ends of a path.
  */
@@ -84,7 +84,7 @@ export class Reachability {
     for (const [o, r] of this.rows) if (now - r.at > this.ttlMs) this.rows.delete(o);
   }
 
-  /** A member left or was forgotten: out of this member's row, and its own row dropped. */
+  /** A member left or died: out of this member's row, and its own row dropped. */
   forget(id: NodeId): boolean {
     this.rows.delete(id);
     return this.reachable(id);

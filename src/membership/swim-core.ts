@@ -252,8 +252,8 @@ export class SwimCore {
     this.renewRows(now);
     const p = this.probe;
     if (p && !p.acked) {
-      // The whole period passed without an ack, direct or relayed.
-      this.ownRow(p.target, false);
+      // The whole period passed without an ack, direct or relayed: a suspicion, membership's
+      // business (every member would list a dead one: O(n) rows each gossiped O(log n) times).
       this.health.worse(1 + Math.max(0, p.relays - p.nacks));
       const m = this.members.get(p.target);
       if (m?.status === "alive") this.suspect(now, m, m.incarnation, this.id);
@@ -482,7 +482,8 @@ export class SwimCore {
     m.status = status;
     m.since = now;
     this.out.push({ type: "member", member: { ...m }, prev });
-    if (status === "left") {
+    // The matrix is about paths between live members: a member declared dead or gone leaves it.
+    if (status === "left" || status === "dead") {
       this.directMisses.delete(m.id);
       if (this.reach.forget(m.id)) this.ownRowChanged();
     }
@@ -507,7 +508,7 @@ export class SwimCore {
    * A probe of `id` was answered only through a relay. On a lossy path one lost ping or ack does
    * that (~2 % of probes at 1 % loss), and rows that flapped with every lost packet would flood the
    * gossip at scale: the row lists `id` when it happens twice in a row (SWIM probes such a path
-   * again the next period). A probe nobody could get answered counts at once.
+   * again the next period).
    */
   private indirectOnly(id: NodeId): void {
     const n = (this.directMisses.get(id) ?? 0) + 1;

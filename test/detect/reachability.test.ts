@@ -135,19 +135,28 @@ describe("reachability matrix in simulation: every member knows every broken pat
     }
   });
 
-  it("in a 2|3 partition each side's rows name the other side", () => {
+  it("a partial partition (n1 cut from n2 and n3, all reaching n4 and n5) is known to every member", () => {
     const { sim } = swimSim({ nodes: 5 });
     sim.runUntil(5000);
-    const a = ["n1", "n2"];
-    const b = ["n3", "n4", "n5"];
-    sim.network.partition([a, b]);
-    sim.runUntil(40_000);
-    for (const [id, node] of sim.live()) {
-      const [near, far] = a.includes(id) ? [a, b] : [b, a];
-      const m = asObject(node.reachability());
-      // Every member of this side says it cannot reach the far side (and nothing on its own side).
-      for (const n of near) expect(m[n], `${id}: row of ${n}`).toEqual(far);
-    }
+    sim.network.partition([["n1"], ["n2", "n3"]]);
+    sim.runUntil(45_000);
+    for (const [id, node] of sim.live())
+      expect(asObject(node.reachability()), id).toEqual({ n1: ["n2", "n3"], n2: ["n1"], n3: ["n1"] });
+  });
+
+  it("a member nothing answers for (crashed, or beyond a clean partition) is SWIM's business: rows stay empty", () => {
+    const { sim } = swimSim({ nodes: 6 });
+    sim.runUntil(5000);
+    sim.crash("n6", { host: true });
+    sim.network.partition([
+      ["n1", "n2"],
+      ["n3", "n4", "n5"],
+    ]);
+    let changes = 0;
+    for (const [, node] of sim.live()) node.swim.on("reach", () => void changes++);
+    sim.runUntil(60_000);
+    for (const [id, node] of sim.live()) expect(node.reachability(), id).toEqual([]);
+    expect(changes).toBe(0);
   });
 
   it("1% loss barely moves the rows: a path is listed when two probes in a row were answered only through a relay", () => {
