@@ -22,6 +22,9 @@ function sameAddress(a: Address | undefined, b: Address): boolean {
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
 const MAX_RECHECKS = 6;
 
+/** Probes in a row answered only through a relay before a member goes into this node's row. */
+const ROW_AFTER = 3;
+
 /** Reachability rows piggybacked on one message (beside the membership updates). */
 const ROWS_PER_MESSAGE = 2;
 
@@ -506,14 +509,15 @@ export class SwimCore {
 
   /**
    * A probe of `id` was answered only through a relay. On a lossy path one lost ping or ack does
-   * that (~2 % of probes at 1 % loss), and rows that flapped with every lost packet would flood the
-   * gossip at scale: the row lists `id` when it happens twice in a row (SWIM probes such a path
-   * again the next period).
+   * that (~2 % of probes at 1 % loss), and every change of a row is gossiped to every member: rows
+   * that moved with lost packets would flood the gossip at scale. The row lists `id` after
+   * ROW_AFTER such probes in a row (SWIM probes such a path again the next period); by chance
+   * that is ~10⁻⁵ of probes at 1 % loss.
    */
   private indirectOnly(id: NodeId): void {
     const n = (this.directMisses.get(id) ?? 0) + 1;
     this.directMisses.set(id, n);
-    if (n >= 2) this.ownRow(id, false);
+    if (n >= ROW_AFTER) this.ownRow(id, false);
   }
 
   /** Record how this member's own probe of `id` went in its reachability row. */

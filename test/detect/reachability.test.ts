@@ -159,7 +159,7 @@ describe("reachability matrix in simulation: every member knows every broken pat
     expect(changes).toBe(0);
   });
 
-  it("1% loss barely moves the rows: a path is listed when two probes in a row were answered only through a relay", () => {
+  it("1% loss barely moves the rows: a path is listed after three probes in a row answered only through a relay", () => {
     const { sim } = swimSim({ nodes: 10, network: { loss: 0.01, delayMs: 0.5, jitterMs: 0.5 } });
     let changes = 0;
     for (const [id, node] of sim.live()) node.swim.on("reach", (row) => void (row.o === id && changes++));
