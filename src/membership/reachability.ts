@@ -24,6 +24,8 @@ export const MAX_ROW = 256;
 export const MAX_ROWS_PER_MESSAGE = 4096;
 /** How often an owner renews a row that lists anything (ms); rows live three times as long. */
 export const RENEW_MS = 30_000;
+/** Probes in a row answered only through a relay before a member goes into the owner's row. */
+export const ROW_AFTER = 3;
 
 const isId = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 256;
 
@@ -49,6 +51,9 @@ export class Reachability {
   private readonly own = new Set<NodeId>();
   private version = 0;
   private readonly rows = new Map<NodeId, { row: ReachRow; at: number }>();
+  /** Probes in a row answered only through a relay, per member (reset by a direct answer). */
+  private readonly misses = new Map<NodeId, number>();
+  private renewedAt = 0;
 
   constructor(
     private readonly self: NodeId,
@@ -56,6 +61,35 @@ export class Reachability {
     /** How long a row heard is kept without a renewal (ms). */
     private readonly ttlMs = 3 * RENEW_MS,
   ) {}
+
+  /**
+   * This member's probe of `id` was answered, directly or only through a relay. On a lossy path
+   * one lost ping or ack makes an indirect answer (~2 % of probes at 1 % loss), and every change
+   * of a row is gossiped to every member: rows that moved with lost packets would flood the gossip
+   * at scale. So `id` goes into the row after ROW_AFTER indirect answers in a row (SWIM probes
+   * such a path again the next period; by chance ~10⁻⁵ of probes at 1 % loss), and out at the
+   * first direct one. True when the row changed.
+   */
+  answered(id: NodeId, direct: boolean): boolean {
+    if (direct) {
+      this.misses.delete(id);
+      return this.reachable(id);
+    }
+    const n = (this.misses.get(id) ?? 0) + 1;
+    this.misses.set(id, n);
+    return n >= ROW_AFTER && this.unreachable(id);
+  }
+
+  /**
+   * Once every `everyMs`: drop rows not renewed within the TTL, and renew this member's own row if
+   * it lists anything (returned, to be gossiped).
+   */
+  tick(now: number, everyMs: number): ReachRow | undefined {
+    if (now - this.renewedAt < everyMs) return undefined;
+    this.renewedAt = now;
+    this.expire(now);
+    return this.renew();
+  }
 
   /** This member's probe of `id` failed directly. True when its row changed. */
   unreachable(id: NodeId): boolean {
@@ -87,6 +121,7 @@ export class Reachability {
   /** A member left or died: out of this member's row, and its own row dropped. */
   forget(id: NodeId): boolean {
     this.rows.delete(id);
+    this.misses.delete(id);
     return this.reachable(id);
   }
 

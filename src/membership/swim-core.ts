@@ -22,9 +22,6 @@ function sameAddress(a: Address | undefined, b: Address): boolean {
 /** How many periods in a row a path answered only indirectly is re-probed before the round goes on. */
 const MAX_RECHECKS = 6;
 
-/** Probes in a row answered only through a relay before a member goes into this node's row. */
-const ROW_AFTER = 3;
-
 /** Reachability rows piggybacked on one message (beside the membership updates). */
 const ROWS_PER_MESSAGE = 2;
 
@@ -80,9 +77,6 @@ export class SwimCore {
   /** The reachability matrix as this member holds it (its own row kept from its probes). */
   readonly reach: Reachability;
   private readonly rowGossip = new GossipQueue<ReachRow>((r) => r.o);
-  private rowsRenewedAt = 0;
-  /** Probes in a row answered only through a relay, per member (reset by a direct answer). */
-  private readonly directMisses = new Map<NodeId, number>();
   private readonly health: LocalHealth;
   private readonly relays = new Map<number, Relay>();
   private readonly suspicions = new Map<NodeId, Suspicion>();
@@ -252,7 +246,9 @@ export class SwimCore {
     const mult = this.health.multiplier;
     this.setTimer("probe", this.cfg.probeIntervalMs * mult);
     if (this.leaving) return;
-    this.renewRows(now);
+    // Once a push-pull interval: stale rows dropped, this member's own renewed if it lists anything.
+    const renewed = this.reach.tick(now, this.cfg.pushPullIntervalMs);
+    if (renewed) this.sendRow(renewed);
     const p = this.probe;
     if (p && !p.acked) {
       // The whole period passed without an ack, direct or relayed: a suspicion, membership's
@@ -349,8 +345,7 @@ export class SwimCore {
           p.acked = true;
           this.health.better();
           this.cancelTimer("probe-timeout");
-          if (from === p.target) this.ownRow(p.target, true);
-          else this.indirectOnly(p.target);
+          this.ownRow(p.target, from === p.target);
           if (from === p.target)
             this.out.push({ type: "path", peer: p.target, direct: true, rttMs: now - p.sentAt });
           else {
@@ -486,48 +481,17 @@ export class SwimCore {
     m.since = now;
     this.out.push({ type: "member", member: { ...m }, prev });
     // The matrix is about paths between live members: a member declared dead or gone leaves it.
-    if (status === "left" || status === "dead") {
-      this.directMisses.delete(m.id);
-      if (this.reach.forget(m.id)) this.ownRowChanged();
-    }
+    if ((status === "left" || status === "dead") && this.reach.forget(m.id))
+      this.sendRow(this.reach.ownRow());
   }
 
-  /**
-   * Once a push-pull interval (unscaled): drop rows not renewed for three, and renew this
-   * member's own row if it lists anything, so that members keep it.
-   */
-  private renewRows(now: number): void {
-    if (now - this.rowsRenewedAt < this.cfg.pushPullIntervalMs) return;
-    this.rowsRenewedAt = now;
-    this.reach.expire(now);
-    const renewed = this.reach.renew();
-    if (renewed) {
-      this.rowGossip.push(renewed);
-      this.out.push({ type: "reach", row: renewed });
-    }
+  /** How this member's own probe of `id` went (answered directly or only through a relay). */
+  private ownRow(id: NodeId, direct: boolean): void {
+    if (this.reach.answered(id, direct)) this.sendRow(this.reach.ownRow());
   }
 
-  /**
-   * A probe of `id` was answered only through a relay. On a lossy path one lost ping or ack does
-   * that (~2 % of probes at 1 % loss), and every change of a row is gossiped to every member: rows
-   * that moved with lost packets would flood the gossip at scale. The row lists `id` after
-   * ROW_AFTER such probes in a row (SWIM probes such a path again the next period); by chance
-   * that is ~10⁻⁵ of probes at 1 % loss.
-   */
-  private indirectOnly(id: NodeId): void {
-    const n = (this.directMisses.get(id) ?? 0) + 1;
-    this.directMisses.set(id, n);
-    if (n >= ROW_AFTER) this.ownRow(id, false);
-  }
-
-  /** Record how this member's own probe of `id` went in its reachability row. */
-  private ownRow(id: NodeId, reached: boolean): void {
-    if (reached) this.directMisses.delete(id);
-    if (reached ? this.reach.reachable(id) : this.reach.unreachable(id)) this.ownRowChanged();
-  }
-
-  private ownRowChanged(): void {
-    const row = this.reach.ownRow();
+  /** Gossip a row (this member's own, changed or renewed, or a newer one heard) and say so. */
+  private sendRow(row: ReachRow): void {
     this.rowGossip.push(row);
     this.out.push({ type: "reach", row });
   }
@@ -536,9 +500,7 @@ export class SwimCore {
   private mergeRow(now: number, row: ReachRow): void {
     const owner = this.members.get(row.o);
     if (!owner || owner.status === "left") return;
-    if (!this.reach.merge(row, owner.boot, now)) return;
-    this.rowGossip.push(row);
-    this.out.push({ type: "reach", row });
+    if (this.reach.merge(row, owner.boot, now)) this.sendRow(row);
   }
 
   // ---- helpers -----------------------------------------------------------------------------
