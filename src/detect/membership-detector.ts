@@ -212,11 +212,7 @@ export class MembershipDetector implements Detector {
       const asked = Math.min(...lost.map(([id]) => this.rechecked.get(id) ?? 0));
       const toAsk =
         asked === 0 ? quiet.slice(0, MAX_QUIET_ASKS) : quiet.filter((id) => this.quietAsked.has(id));
-      // The gossiped reachability matrix shortens the wait: a member that did not answer an ask
-      // and that two members (this node included) could not reach directly is cut off too.
-      const cutBy = asked === 0 ? new Map<NodeId, number>() : this.cutOffCounts();
-      const cut = toAsk.filter((q) => (cutBy.get(q) ?? 0) >= 2);
-      if (cut.length === 0 && toAsk.length > 0 && asked < RECHECKS) {
+      if (toAsk.length > 0 && asked < RECHECKS) {
         for (const id of toAsk) {
           this.ask(id);
           this.quietAsked.add(id);
@@ -228,8 +224,8 @@ export class MembershipDetector implements Detector {
         this.holdTimer ??= this.o.clock.setTimer(this.o.recheckMs ?? RECHECK_MS, () => this.release());
         return;
       }
-      // Cut off by the matrix, or asked and still silent: on the far side with the lost.
-      silentToo = cut.length > 0 ? cut : toAsk;
+      // Asked, and still silent: on the far side with the lost.
+      silentToo = toAsk;
       for (const id of silentToo) {
         farSet.add(id);
         farHosts.add(this.hostOf(id));
@@ -279,7 +275,8 @@ export class MembershipDetector implements Detector {
 
   /**
    * Members thought alive, not on the given hosts, that this node has neither heard from nor had an
-   * answer from since `t`; those silent longest first.
+   * answer from since `t`; those silent longest first. A member this node's reachability row
+   * lists is alive behind a broken direct path (its answers come through relays): not quiet.
    */
   private quiet(hosts: Set<string>, t: number): NodeId[] {
     const heard = (id: NodeId) => this.heardAt.get(id) ?? -Infinity;
@@ -288,17 +285,8 @@ export class MembershipDetector implements Detector {
       .filter((m) => m.status === "alive" && m.id !== this.o.swim.id && !hosts.has(this.hostOf(m.id)))
       .map((m) => m.id)
       .filter((id) => heard(id) < t && !this.answeredSince(id, t))
+      .filter((id) => !this.o.swim.core.reach.cannotReach(this.o.swim.id, id))
       .sort((a, b) => heard(a) - heard(b) || (a < b ? -1 : 1));
-  }
-
-  /** For each member, how many live members (this node included) say in their rows they cannot reach it. */
-  private cutOffCounts(): Map<NodeId, number> {
-    const counts = new Map<NodeId, number>();
-    for (const row of this.o.swim.core.reach.matrix()) {
-      if (row.o !== this.o.swim.id && this.o.swim.core.member(row.o)?.status !== "alive") continue;
-      for (const id of row.u) counts.set(id, (counts.get(id) ?? 0) + 1);
-    }
-    return counts;
   }
 
   /** The agent of `id`'s host (not `id` itself), if its host announced one. */

@@ -22,6 +22,8 @@ export interface ReachRow {
 export const MAX_ROW = 256;
 /** Rows accepted in one message (a push-pull exchange carries every non-empty row). */
 export const MAX_ROWS_PER_MESSAGE = 4096;
+/** Names carried by the rows of one push-pull exchange at most (keeps the frame well under 1 MB). */
+export const MAX_STATE_IDS = 8192;
 /** How often an owner renews a row that lists anything (ms); rows live three times as long. */
 export const RENEW_MS = 30_000;
 /** Probes in a row answered only through a relay before a member goes into the owner's row. */
@@ -35,7 +37,8 @@ export function isReachRow(r: unknown): r is ReachRow {
   const x = r as ReachRow;
   if (!isId(x.o) || !Number.isSafeInteger(x.v) || x.v < 0) return false;
   if (x.b !== undefined && !(typeof x.b === "string" && x.b.length > 0 && x.b.length <= 64)) return false;
-  return Array.isArray(x.u) && x.u.length <= MAX_ROW && x.u.every(isId) && !x.u.includes(x.o);
+  if (!Array.isArray(x.u) || x.u.length > MAX_ROW || !x.u.every(isId) || x.u.includes(x.o)) return false;
+  return new Set(x.u).size === x.u.length;
 }
 
 /**
@@ -113,9 +116,13 @@ export class Reachability {
     return this.ownRow();
   }
 
-  /** Drop rows heard more than the TTL ago and not renewed since. */
+  /**
+   * Empty rows heard more than the TTL ago and not renewed since. The version stays, so a
+   * straggling copy of the old row cannot bring it back.
+   */
   expire(now: number): void {
-    for (const [o, r] of this.rows) if (now - r.at > this.ttlMs) this.rows.delete(o);
+    for (const r of this.rows.values())
+      if (now - r.at > this.ttlMs && r.row.u.length > 0) r.row = { ...r.row, u: [] };
   }
 
   /** A member left or died: out of this member's row, and its own row dropped. */
@@ -138,9 +145,10 @@ export class Reachability {
    */
   merge(row: ReachRow, currentBoot: string | undefined, now: number): boolean {
     if (row.o === this.self) return false;
+    // Only the owner's current life, when membership knows which that is.
+    if (currentBoot !== undefined && row.b !== currentBoot) return false;
     const held = this.rows.get(row.o)?.row;
     if (held !== undefined && held.b === row.b && held.v >= row.v) return false;
-    if (held !== undefined && held.b !== row.b && row.b !== currentBoot) return false;
     this.rows.set(row.o, { row: { ...row, u: [...row.u] }, at: now });
     return true;
   }
@@ -156,9 +164,19 @@ export class Reachability {
     return this.nonEmpty().sort((a, b) => (a.o < b.o ? -1 : a.o > b.o ? 1 : 0));
   }
 
-  /** Rows to send whole in a push-pull exchange: those that list something, own first. */
+  /**
+   * Rows to send whole in a push-pull exchange: those that list something, own first, up to
+   * MAX_STATE_IDS names in all (a frame has a size limit; what does not fit travels by gossip).
+   */
   fullState(): ReachRow[] {
-    return this.nonEmpty().slice(0, MAX_ROWS_PER_MESSAGE);
+    const out: ReachRow[] = [];
+    let ids = 0;
+    for (const row of this.nonEmpty()) {
+      if (out.length >= MAX_ROWS_PER_MESSAGE || ids + row.u.length > MAX_STATE_IDS) break;
+      out.push(row);
+      ids += row.u.length;
+    }
+    return out;
   }
 
   private nonEmpty(): ReachRow[] {

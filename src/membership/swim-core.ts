@@ -499,7 +499,8 @@ export class SwimCore {
   /** A row heard from the network: taken and passed on when newer; rows of strangers are not. */
   private mergeRow(now: number, row: ReachRow): void {
     const owner = this.members.get(row.o);
-    if (!owner || owner.status === "left") return;
+    // Rows of members declared dead or gone are not taken: they would come back after `forget`.
+    if (!owner || owner.status === "left" || owner.status === "dead") return;
     if (this.reach.merge(row, owner.boot, now)) this.sendRow(row);
   }
 

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { parseSwim } from "../../src/membership/messages.ts";
-import { Reachability, type ReachRow } from "../../src/membership/reachability.ts";
+import { isReachRow, Reachability, type ReachRow } from "../../src/membership/reachability.ts";
 import { SwimCore } from "../../src/membership/swim-core.ts";
 import { Xoshiro128 } from "../../src/runtime/rng.ts";
 import { swimSim } from "./swim-harness.ts";
@@ -50,6 +50,18 @@ describe("reachability matrix: merging rows", () => {
     expect(r.matrix()).toEqual([{ o: "a", b: "new", v: 1, u: ["y"] }]);
     expect(r.cannotReach("a", "y")).toBe(true);
     expect(r.cannotReach("a", "x")).toBe(false);
+  });
+
+  it("an expired row is not brought back by a straggling copy; rows of another life than the owner's current one are refused; duplicate names are malformed", () => {
+    const r = new Reachability("me", "1", 90_000);
+    const row = { o: "a", b: "1", v: 3, u: ["b"] };
+    expect(r.merge(row, "1", 0)).toBe(true);
+    r.expire(100_000);
+    expect(r.matrix()).toEqual([]);
+    expect(r.merge({ ...row }, "1", 100_001)).toBe(false);
+    expect(r.merge({ ...row, v: 4 }, "1", 100_002)).toBe(true);
+    expect(r.merge({ o: "c", b: "old", v: 9, u: ["b"] }, "new", 0)).toBe(false);
+    expect(isReachRow({ o: "a", v: 1, u: ["b", "b"] })).toBe(false);
   });
 
   it("a member's own row follows its probes, and rows about itself from others never replace it", () => {
@@ -157,6 +169,22 @@ describe("reachability matrix in simulation: every member knows every broken pat
     sim.runUntil(60_000);
     for (const [id, node] of sim.live()) expect(node.reachability(), id).toEqual([]);
     expect(changes).toBe(0);
+  });
+
+  it("a host crash during a known route failure is still a host crash: a member behind a broken direct path is not quiet", () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const { sim, seen } = swimSim({ seed, nodes: 6 });
+      sim.runUntil(5000);
+      sim.network.block("n1", "n2");
+      sim.runUntil(60_000);
+      sim.crash("n5", { host: true });
+      sim.runUntil(100_000);
+      for (const { observer, report } of seen) {
+        if (report.type !== "failure") continue;
+        const ok = report.subject === "n5" ? report.kind === "host-crash" : report.kind === "route-failure";
+        expect(ok, `seed ${seed}: ${observer} reported ${report.kind} of ${report.subject}`).toBe(true);
+      }
+    }
   });
 
   it("1% loss barely moves the rows: a path is listed after three probes in a row answered only through a relay", () => {
