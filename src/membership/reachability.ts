@@ -2,10 +2,11 @@ import type { NodeId } from "../net/transport.ts";
 
 /**
  * One row of the reachability matrix: the live members its owner cannot reach directly (its probes
- * of them were answered, twice in a row, only through a relay), as of version `v` of the owner's
- * life `b`. A member nothing answers for is a suspicion, SWIM's business, not a path's. Rows travel piggybacked on SWIM's messages like membership updates, and whole in its
- * push-pull exchanges, so every member holds every row: anyone can say which paths are broken,
- * not only the two ends of a path.
+ * of them were answered, ROW_AFTER times in a row, only through a relay), as of version `v` of the
+ * owner's life `b`. A member nothing answers for is a suspicion, SWIM's business, not a path's.
+ * Rows travel piggybacked on SWIM's messages like membership updates, and whole in its push-pull
+ * exchanges, so every member holds every row: anyone can say which paths are broken, not only the
+ * two ends of a path.
  */
 export interface ReachRow {
   /** The owner: the member whose probes this row reports. */

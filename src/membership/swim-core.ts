@@ -62,9 +62,9 @@ interface Suspicion {
  * - Incarnations: a member refutes a suspicion about itself with a higher incarnation; stale
  *   incarnations never change anything.
  * - Local health: a node whose own probes fail or who must refute stretches its own timing.
- * - Reachability: each member's row of the members it cannot reach directly (from its probes) is
- *   piggybacked like membership updates and swapped whole in push-pull: every member holds the
- *   matrix, so it can name broken paths it is not on and the sides of a partition.
+ * - Reachability: each member's row of the live members it cannot reach directly (from its
+ *   probes) is piggybacked like membership updates and swapped in push-pull: every member holds
+ *   the matrix, so it can name broken paths it is not on (route failures, partial partitions).
  */
 export class SwimCore {
   readonly id: NodeId;
