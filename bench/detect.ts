@@ -19,11 +19,17 @@ import { fmt, startHelper, stopHelper, summarize, table } from "./lib.ts";
 const KEY = randomBytes(32);
 const PEER = "bench/detect-peer.ts";
 
+/**
+ * Wait for `cond`, looking every millisecond. Samples are stamped by the observers' own callbacks,
+ * not here, so this loop's pace does not enter the figures; it must not spin either: a busy
+ * measuring process would take one of the two cores the victim's teardown, the agent and its
+ * helper need.
+ */
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
   const end = performance.now() + ms;
   while (!cond()) {
     if (performance.now() > end) return false;
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 1));
   }
   return true;
 }

@@ -8,9 +8,10 @@ import type { Address, ConnectionEvent, NodeId } from "../net/transport.ts";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { createRng } from "../runtime/rng.ts";
+import { ExitWatch } from "./exit-watch.ts";
 import type { FencingConfig } from "./lease.ts";
 import { type AgentNotice, type LeaseGrant, parseLocal, type UnregisterAck } from "./messages.ts";
-import { type ProcIdentity, procGone, procIdentity } from "./proc.ts";
+import { type ProcIdentity, procExiting, procGone, procIdentity } from "./proc.ts";
 
 /** How often an agent says again which processes run on its host (notices can be lost) (ms). */
 export const AGENT_REANNOUNCE_MS = 10_000;
@@ -46,6 +47,12 @@ export interface HostAgentOptions {
    */
   fencing?: FencingConfig;
   onFenced?: (why: string) => void;
+  /**
+   * Learn of a registered process's exit from the kernel's taskstats notice (exit-watch.ts), at the
+   * start of its exit rather than when its sockets close after its memory is freed (default true;
+   * needs Linux, a C compiler and CAP_NET_ADMIN, and falls back to the socket otherwise).
+   */
+  kernelExitNotices?: boolean;
 }
 
 /** Exit code of an agent that fenced itself (its supervisor should start it again). */
@@ -87,6 +94,7 @@ export class HostAgent {
   private readonly exitConfirmMs: number;
   private leasedSelf = false;
   private fencedWhy: string | undefined;
+  private exitWatch: ExitWatch | undefined;
 
   constructor(private readonly o: HostAgentOptions) {
     this.id = agentId(o.host);
@@ -109,6 +117,10 @@ export class HostAgent {
     try {
       unlinkSync(this.o.socketPath); // a stale socket file from a previous agent
     } catch {}
+    if (this.o.kernelExitNotices ?? true) {
+      this.exitWatch = await ExitWatch.start(this.log);
+      this.exitWatch?.onExit((pid) => this.onKernelExit(pid));
+    }
     this.local.on("message", (from, m) => this.onLocal(from, m));
     this.local.on("connection", (e) => this.onLocalConnection(e));
     await this.local.start();
@@ -238,7 +250,7 @@ export class HostAgent {
     for (const t of this.pending) t.cancel();
     this.pending.clear();
     this.detection?.stop();
-    await Promise.all([this.local.stop(), this.cluster.stop()]);
+    await Promise.all([this.local.stop(), this.cluster.stop(), this.exitWatch?.stop()]);
     try {
       unlinkSync(this.o.socketPath);
     } catch {}
@@ -272,6 +284,8 @@ export class HostAgent {
       return;
     }
     const had = this.registered.get(from);
+    if (had && had.proc.pid !== proc.pid) this.forget(from, had);
+    this.exitWatch?.watch(proc.pid);
     this.registered.set(from, {
       proc,
       boot: msg.boot,
@@ -289,28 +303,57 @@ export class HostAgent {
     const r = this.registered.get(e.peer);
     if (!r) return;
     if (r.unregistered) {
-      this.registered.delete(e.peer);
+      this.forget(e.peer, r);
       return;
     }
     this.confirmExit(e.peer, r, this.clock.now());
   }
 
+  /**
+   * The kernel says the thread group `pid` is exiting. Believe it for a registration only when /proc
+   * agrees that this very process (same start time) has no thread left outside do_exit().
+   */
+  private onKernelExit(pid: number): void {
+    for (const [id, r] of this.registered) {
+      if (r.proc.pid !== pid || r.unregistered) continue;
+      if (!procExiting(r.proc)) {
+        this.log.warn(
+          { process: id, pid },
+          "an exit notice for a registered pid that /proc shows running: ignored",
+        );
+        continue;
+      }
+      this.log.info({ process: id, pid }, "registered process exited");
+      this.announceExit(id, r, `pid ${pid} exiting (kernel exit notice, before its sockets closed)`);
+    }
+  }
+
+  private forget(id: NodeId, r: Registration): void {
+    this.registered.delete(id);
+    for (const other of this.registered.values()) if (other.proc.pid === r.proc.pid) return;
+    this.exitWatch?.unwatch(r.proc.pid);
+  }
+
+  private announceExit(id: NodeId, r: Registration, detail: string): void {
+    this.forget(id, r);
+    this.broadcast({
+      p: "agent",
+      t: "exit",
+      subject: id,
+      host: this.o.host,
+      pid: r.proc.pid,
+      ...(r.boot ? { boot: r.boot } : {}),
+      detail,
+    });
+  }
+
   /** The connection ended: wait (briefly) until /proc says the process is gone, then announce it. */
   private confirmExit(id: NodeId, r: Registration, started: number): void {
     if (this.registered.get(id) !== r) return; // re-registered meanwhile
-    if (procGone(r.proc)) {
-      this.registered.delete(id);
+    if (procExiting(r.proc)) {
       const waited = this.clock.now() - started;
       this.log.info({ process: id, pid: r.proc.pid }, "registered process exited");
-      this.broadcast({
-        p: "agent",
-        t: "exit",
-        subject: id,
-        host: this.o.host,
-        pid: r.proc.pid,
-        ...(r.boot ? { boot: r.boot } : {}),
-        detail: `pid ${r.proc.pid} gone ${waited.toFixed(1)} ms after its socket closed`,
-      });
+      this.announceExit(id, r, `pid ${r.proc.pid} exited ${waited.toFixed(1)} ms after its socket closed`);
       return;
     }
     if (this.clock.now() - started >= this.exitConfirmMs) {

@@ -11,7 +11,10 @@ export interface ProcIdentity {
 }
 
 /** "gone": no such process. "unknown": /proc could not be read for another reason (never "gone"). */
-type Stat = { state: string; startTime: string } | "gone" | "unknown";
+type Stat = { state: string; startTime: string; flags: number } | "gone" | "unknown";
+
+/** The kernel's per-task flag "this task is in do_exit()" (include/linux/sched.h); never cleared. */
+const PF_EXITING = 0x4;
 
 function stat(pid: number): Stat {
   let text: string;
@@ -25,8 +28,9 @@ function stat(pid: number): Stat {
   const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const state = rest[0];
   const startTime = rest[19];
-  if (state === undefined || startTime === undefined) return "unknown";
-  return { state, startTime };
+  const flags = Number(rest[6]);
+  if (state === undefined || startTime === undefined || !Number.isFinite(flags)) return "unknown";
+  return { state, startTime, flags };
 }
 
 /** A zombie thread-group leader whose other threads still run is a live process. */
@@ -89,4 +93,48 @@ export function procGone(id: ProcIdentity): boolean {
   if (s === "unknown") return false;
   if (id.startTime !== undefined && s.startTime !== id.startTime) return true;
   return (s.state === "Z" || s.state === "X") && !otherThreadsRun(id.pid);
+}
+
+/** SIGKILL (signal 9: bit 8 of the pending masks) is pending for the task, or for its whole group. */
+function killPending(tid: number): boolean {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${tid}/status`, "utf8");
+  } catch {
+    return false;
+  }
+  const bit = (field: string) => {
+    const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m").exec(text)?.[1];
+    return hex !== undefined && (Number.parseInt(hex.slice(-3), 16) & 0x100) !== 0;
+  };
+  return bit("SigPnd") || bit("ShdPnd");
+}
+
+/**
+ * Whether the process will never run its own code again: it is gone (procGone), or it is still our
+ * process (same start time) and every one of its threads has exited, is in do_exit() (PF_EXITING),
+ * or has SIGKILL pending. A task in do_exit() never returns to user space; a pending SIGKILL cannot
+ * be blocked, caught or ignored, and is acted on before the task next reaches user space; and a
+ * thread group none of whose threads will run user code again can start no new thread. This is how
+ * the agent trusts an early exit notice (exit-watch.ts) before the kernel has torn the process
+ * down. (A thread exec()ing while the others are killed has no SIGKILL pending: not exiting.)
+ */
+export function procExiting(id: ProcIdentity): boolean {
+  if (procGone(id)) return true;
+  if (!hasProc) return false;
+  const doomed = (tid: number) => {
+    const s = stat(tid);
+    if (s === "gone") return true;
+    if (s === "unknown") return false;
+    return s.state === "Z" || s.state === "X" || (s.flags & PF_EXITING) !== 0 || killPending(tid);
+  };
+  const leader = stat(id.pid);
+  if (typeof leader !== "object" || leader.startTime !== id.startTime || !doomed(id.pid)) return false;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${id.pid}/task`);
+  } catch {
+    return procGone(id);
+  }
+  return tids.every((tid) => Number(tid) === id.pid || doomed(Number(tid)));
 }

@@ -3,12 +3,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { ExitWatch } from "../../src/agent/exit-watch.ts";
 import { HostAgent } from "../../src/agent/host-agent.ts";
-import { procGone, procIdentity } from "../../src/agent/proc.ts";
+import { procExiting, procGone, procIdentity } from "../../src/agent/proc.ts";
 import { DetectionNode } from "../../src/detect/detection-node.ts";
 import type { FailureReport, ReportEvent } from "../../src/detect/report.ts";
 import { TcpTransport } from "../../src/net/tcp-transport.ts";
 import { realClock } from "../../src/runtime/clock.ts";
+import { silentLogger } from "../../src/runtime/logger.ts";
 import { createRng } from "../../src/runtime/rng.ts";
 import { Processes, waitFor } from "../fixtures/processes.ts";
 
@@ -28,7 +30,48 @@ describe("host agent on real processes", () => {
     expect(procGone(me)).toBe(false);
     expect(procIdentity(2 ** 22 + 12345)).toBeUndefined();
     expect(procGone({ pid: process.pid, startTime: "1" })).toBe(true); // same pid, another start time
+    expect(procExiting(me)).toBe(false); // running threads are not in do_exit
+    expect(procExiting({ pid: process.pid, startTime: "1" })).toBe(true); // not our process: gone
   });
+
+  // CI runs as root on Linux, where the kernel's taskstats notices must work: a broken helper fails here.
+  const kernelNotices = process.platform === "linux" && process.getuid?.() === 0;
+
+  it.runIf(kernelNotices)(
+    "a killed process's exit is certain from the kernel's notice, not after its memory is freed",
+    async () => {
+      const w = await ExitWatch.start(silentLogger());
+      expect(w, "exitwatch could not start (see the agent's log line for why)").toBeDefined();
+      await w!.stop();
+
+      const dir = mkdtempSync(join(tmpdir(), "faultline-agent-"));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const socketPath = join(dir, "agent.sock");
+      const agent = new HostAgent({ host: "h3", socketPath, clusterKey: KEY });
+      await agent.start();
+      cleanups.push(() => agent.stop());
+      agent.join({});
+      const seen: ReportEvent[] = [];
+      agent.detection!.monitor.subscribe({}, (r) => seen.push(r));
+      // 512 MiB to free: the kernel closes the victim's sockets only after ~50 ms of teardown.
+      const victim = await procs.startTs<{ pid: number }>("test/fixtures/agent-node.ts", [
+        "n7",
+        KEY.toString("hex"),
+        agent.id,
+        socketPath,
+        "512",
+      ]);
+      await waitFor(() => agent.processes().includes("n7"), "n7 to register");
+      victim.proc.kill("SIGKILL");
+      await waitFor(() => seen.some((r) => r.type === "failure"), "the exit report");
+      const r = seen.find((x) => x.type === "failure") as FailureReport;
+      expect(r).toMatchObject({ subject: "n7", kind: "process-exit", certainty: "certain" });
+      expect(r.evidence[0]!.what).toMatch(/kernel exit notice/);
+      await Processes.exited(victim.proc);
+      await new Promise((res) => setTimeout(res, 50)); // the socket's close comes after: no second report
+      expect(seen.filter((x) => x.type === "failure")).toHaveLength(1);
+    },
+  );
 
   it("SIGKILL of a registered process is reported by every observer as process-exit, certain, within milliseconds", async () => {
     const dir = mkdtempSync(join(tmpdir(), "faultline-agent-"));
