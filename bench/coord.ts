@@ -6,6 +6,7 @@
  * - replication: 100-byte writes on 3 members, latency p50/p99 at one writer and throughput with
  *   many, with sync durability (and faultline's in-memory mode beside it).
  */
+import { connect } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { etcdProto } from "../src/coord/grpc-server.ts";
 import {
@@ -16,7 +17,7 @@ import {
   startZooKeeper,
   ZK_SERVER,
 } from "./clusters.ts";
-import { fmt, summarize, table } from "./lib.ts";
+import { fmt, rawFrames, startHelper, stopHelper, summarize, table } from "./lib.ts";
 import { zkFailover } from "./zk.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: generated gRPC stubs are untyped
@@ -144,16 +145,54 @@ async function replication(
   }
 }
 
-export async function benchCoord(quick: boolean): Promise<string> {
+/**
+ * The floor under any replicated write's latency here: a client's round trip to the leader plus
+ * the leader's round trip to a follower, each as raw node:net with a 4-byte length prefix and
+ * nothing else, between processes on this machine (p50/p99 µs of the two in sequence).
+ */
+async function rawFloor(n: number): Promise<{ p50: number; p99: number }> {
+  const echo = await startHelper<{ port: number }>("bench/echo-peer.ts", ["raw"]);
+  const s = connect({ host: "127.0.0.1", port: echo.info.port });
+  try {
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    s.setNoDelay(true);
+    let answered = () => {};
+    s.on(
+      "data",
+      rawFrames(() => answered()),
+    );
+    const frame = Buffer.alloc(4 + 1 + 100, 0x61);
+    frame.writeUInt32BE(101, 0);
+    frame[4] = 1; // echo
+    const roundTrip = () =>
+      new Promise<void>((r) => {
+        answered = r;
+        s.write(frame);
+      });
+    const out: number[] = [];
+    for (let i = 0; i < n + 200; i++) {
+      const t = performance.now(); // real-io
+      await roundTrip();
+      await roundTrip();
+      if (i >= 200) out.push((performance.now() - t) * 1000); // real-io
+    }
+    return summarize(out.sort((a, b) => a - b));
+  } finally {
+    s.destroy();
+    await stopHelper(echo.proc);
+  }
+}
+
+export async function benchCoord(quick: boolean, replicationOnly = false): Promise<string> {
   const noEtcd = ensureInstalled("etcd", ["etcd-server", "etcd-client"]);
   if (noEtcd) return `(skipped: ${noEtcd})`;
   const noZk = ensureInstalled(ZK_SERVER, ["zookeeper"]);
-  const rounds = quick ? 5 : 20;
+  const rounds = replicationOnly ? 0 : quick ? 5 : 20;
   const rows: (string | number)[][] = [];
   const repl: (string | number)[][] = [];
   const fl = await startFaultline({ durability: "sync", agent: true });
   try {
-    for (const fault of ["SIGKILL", "SIGSTOP"] as const) {
+    for (const fault of rounds ? (["SIGKILL", "SIGSTOP"] as const) : []) {
       const s = summarize((await failover(fl, fault, rounds)).sort((a, b) => a - b));
       rows.push(["faultline (agent + detector-driven failover)", fault, fmt(s.p50), fmt(s.p99), s.n]);
     }
@@ -169,9 +208,11 @@ export async function benchCoord(quick: boolean): Promise<string> {
   } finally {
     await mem.stop();
   }
+  const floor = await rawFloor(quick ? 500 : 5000);
+  repl.push(["floor: 2 raw TCP round trips", "—", fmt(floor.p50, 0), fmt(floor.p99, 0), "—"]);
   const et = await startEtcd();
   try {
-    for (const fault of ["SIGKILL", "SIGSTOP"] as const) {
+    for (const fault of rounds ? (["SIGKILL", "SIGSTOP"] as const) : []) {
       const s = summarize((await failover(et, fault, rounds)).sort((a, b) => a - b));
       rows.push(["etcd 3.4 (defaults: heartbeat 100 ms, election 1 s)", fault, fmt(s.p50), fmt(s.p99), s.n]);
     }
@@ -180,8 +221,8 @@ export async function benchCoord(quick: boolean): Promise<string> {
   } finally {
     await et.stop();
   }
-  if (noZk) rows.push([`ZooKeeper: skipped (${noZk})`, "—", "—", "—", 0]);
-  else {
+  if (rounds && noZk) rows.push([`ZooKeeper: skipped (${noZk})`, "—", "—", "—", 0]);
+  else if (rounds) {
     const zk = await startZooKeeper();
     try {
       for (const fault of ["SIGKILL", "SIGSTOP"] as const) {

@@ -37,7 +37,8 @@ if (want("fuse")) {
   console.log("\n## FUSE groups\n");
   console.log(await benchFuse(quick));
 }
-if (want("coord")) {
+if (want("coord") || only === "coord-replication") {
+  // --only coord-replication: the replication table alone (no failover rounds, no ZooKeeper).
   console.log("\n## Coordination service\n");
-  console.log(await benchCoord(quick));
+  console.log(await benchCoord(quick, only === "coord-replication"));
 }

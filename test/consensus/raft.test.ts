@@ -55,6 +55,47 @@ describe("Raft (simulation)", () => {
       expect(Object.fromEntries(n.kv.values)).toEqual(Object.fromEntries(l.kv.values));
   });
 
+  it("the proposals of one event-loop turn go out together: one AppendEntries per follower, not one per proposal", () => {
+    const counted = { appends: 0, entries: 0 };
+    const sim = new Simulation<RaftSimNode>({
+      seed: 11,
+      nodes: 3,
+      create: (ctx) =>
+        simRaftNode(
+          ctx,
+          {
+            onReady(_id, node, r) {
+              if (node.core.role !== "leader") return;
+              for (const s of [...r.send, ...r.sendDurable]) {
+                const m = s.msg as { t?: string; entries?: unknown[] };
+                if (m.t === "app" && m.entries?.length) {
+                  counted.appends++;
+                  counted.entries += m.entries.length;
+                }
+              }
+            },
+          },
+          { raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200 } },
+        ),
+    });
+    sim.start();
+    let leader: RaftSimNode | undefined;
+    while (!leader && sim.now() < 2000) {
+      sim.runFor(1);
+      leader = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
+    }
+    sim.runFor(300); // the leader's no-op is replicated; only heartbeats (no entries) from here
+    counted.appends = counted.entries = 0;
+    const results: string[] = [];
+    for (let i = 0; i < 50; i++)
+      leader!.raft.submit({ key: `k${i}`, op: "put", value: `v${i}` }, (e) =>
+        results.push(e ? e.message : "ok"),
+      );
+    sim.runFor(200);
+    expect(results).toEqual(Array(50).fill("ok"));
+    expect(counted).toEqual({ appends: 2, entries: 100 });
+  });
+
   it("a certain report of the leader's exit elects a successor within milliseconds; without one it takes the leader's silence", () => {
     for (const detector of [true, false]) {
       const c = cluster(5);
