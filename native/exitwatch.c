@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define GENL_DATA(n) ((char *)NLMSG_DATA(n) + GENL_HDRLEN)
@@ -101,26 +102,64 @@ static int send_genl(int fd, uint16_t type, uint8_t cmd, uint16_t attr, const vo
   return sendto(fd, &m, m.n.nlmsg_len, 0, (struct sockaddr *)&to, sizeof to) < 0 ? -errno : 0;
 }
 
+/* Walk the attributes in [first, first + len): each well-formed one, never past the end. */
+#define EACH_ATTR(a, first, len)                                                                    \
+  for (struct nlattr *a = (struct nlattr *)(first); (len) >= NLA_HDRLEN && a->nla_len >= NLA_HDRLEN && \
+                                                    a->nla_len <= (len);                              \
+       (len) -= NLA_ALIGN(a->nla_len), a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
+#define ATTR_TYPE(a) ((a)->nla_type & NLA_TYPE_MASK)
+#define ATTR_LEN(a) ((a)->nla_len - NLA_HDRLEN)
+
+/* One datagram from the kernel (never from another process), or -errno. */
+static int recv_kernel(int fd, char *buf, int size, int flags) {
+  for (;;) {
+    struct sockaddr_nl from;
+    socklen_t fromlen = sizeof from;
+    int n = recvfrom(fd, buf, size, flags, (struct sockaddr *)&from, &fromlen);
+    if (n < 0) return -errno;
+    if (from.nl_pid == 0) return n;
+  }
+}
+
 /* Read replies until the ack; returns the taskstats family id (for GETFAMILY) or 0, or -errno. */
 static int await_reply(int fd, int want_family) {
   static char buf[8192];
   int family = 0;
   for (;;) {
-    int n = recv(fd, buf, sizeof buf, 0);
-    if (n < 0) return -errno;
-    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+    int n = recv_kernel(fd, buf, sizeof buf, 0);
+    if (n == -ENOBUFS) continue; /* exit records overflowed the buffer meanwhile: not our answer */
+    if (n < 0) return n;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; n > 0 && NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_type == NLMSG_ERROR) {
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr))) return -EPROTO;
         int err = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
         if (err != 0) return err;
         return family;
       }
-      if (!want_family) continue;
+      if (!want_family || h->nlmsg_type != GENL_ID_CTRL) continue;
       int len = h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN);
-      for (struct nlattr *a = (struct nlattr *)GENL_DATA(h); len >= NLA_HDRLEN && a->nla_len >= NLA_HDRLEN;
-           len -= NLA_ALIGN(a->nla_len), a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
-        if (a->nla_type == CTRL_ATTR_FAMILY_ID) family = *(uint16_t *)ATTR_DATA(a);
+      EACH_ATTR(a, GENL_DATA(h), len) {
+        if (ATTR_TYPE(a) == CTRL_ATTR_FAMILY_ID && ATTR_LEN(a) >= 2) family = *(uint16_t *)ATTR_DATA(a);
+      }
     }
   }
+}
+
+/* Whether this process is in the initial pid namespace (taskstats speaks its pids). */
+static int in_initial_pid_ns(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  int ok = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "NSpid:", 6) != 0) continue;
+    int fields = 0;
+    for (char *t = strtok(line + 6, " \t\n"); t; t = strtok(NULL, " \t\n")) fields++;
+    ok = fields == 1;
+    break;
+  }
+  fclose(f);
+  return ok;
 }
 
 /* Whether /proc/PID/task lists no thread but the leader (or is gone). */
@@ -140,32 +179,32 @@ static int only_leader_left(int pid) {
 }
 
 static void on_exit_message(struct nlmsghdr *h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(GENL_HDRLEN)) return;
   int len = h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN);
   int pid = 0, tgid = 0, owner = 0;
-  for (struct nlattr *a = (struct nlattr *)GENL_DATA(h); len >= NLA_HDRLEN && a->nla_len >= NLA_HDRLEN;
-       len -= NLA_ALIGN(a->nla_len), a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len))) {
-    if (a->nla_type != TASKSTATS_TYPE_AGGR_PID && a->nla_type != TASKSTATS_TYPE_AGGR_TGID) continue;
+  EACH_ATTR(a, GENL_DATA(h), len) {
+    int type = ATTR_TYPE(a);
+    if (type != TASKSTATS_TYPE_AGGR_PID && type != TASKSTATS_TYPE_AGGR_TGID) continue;
     /* Nested: the id, then the stats. */
-    int inner = a->nla_len - NLA_HDRLEN;
-    for (struct nlattr *in = (struct nlattr *)ATTR_DATA(a); inner >= NLA_HDRLEN && in->nla_len >= NLA_HDRLEN;
-         inner -= NLA_ALIGN(in->nla_len), in = (struct nlattr *)((char *)in + NLA_ALIGN(in->nla_len))) {
-      if (in->nla_type == TASKSTATS_TYPE_PID) pid = *(int *)ATTR_DATA(in);
-      if (in->nla_type == TASKSTATS_TYPE_TGID) tgid = *(int *)ATTR_DATA(in);
-      if (in->nla_type == TASKSTATS_TYPE_STATS && a->nla_type == TASKSTATS_TYPE_AGGR_PID) {
+    int inner = ATTR_LEN(a);
+    EACH_ATTR(in, ATTR_DATA(a), inner) {
+      int itype = ATTR_TYPE(in);
+      if (itype == TASKSTATS_TYPE_PID && ATTR_LEN(in) >= 4) pid = *(int *)ATTR_DATA(in);
+      if (itype == TASKSTATS_TYPE_TGID && ATTR_LEN(in) >= 4) tgid = *(int *)ATTR_DATA(in);
+      if (itype == TASKSTATS_TYPE_STATS && type == TASKSTATS_TYPE_AGGR_PID) {
         struct taskstats *ts = (struct taskstats *)ATTR_DATA(in);
-        int have = in->nla_len - NLA_HDRLEN;
         /* ac_tgid exists from taskstats version 12 (Linux 5.19). */
-        if (have >= (int)(offsetof(struct taskstats, ac_tgid) + sizeof ts->ac_tgid) && ts->version >= 12)
+        if (ATTR_LEN(in) >= (int)(offsetof(struct taskstats, ac_tgid) + sizeof ts->ac_tgid) && ts->version >= 12)
           owner = (int)ts->ac_tgid;
       }
     }
   }
+  /* The agent says when to stop watching ("-PID"): it may not believe a notice (see above). */
   int dead = 0;
   if (tgid > 0 && is_watched(tgid)) dead = tgid;
   else if (tgid == 0 && pid > 0 && is_watched(pid) && only_leader_left(pid)) dead = pid;
   if (dead) {
     printf("exit %d\n", dead);
-    unwatch(dead);
   } else if (owner > 0 && is_watched(owner)) {
     printf("dying %d\n", owner);
   } else {
@@ -181,6 +220,7 @@ static void on_command(char *line) {
 }
 
 int main(void) {
+  if (!in_initial_pid_ns()) unavailable("not in the initial pid namespace (taskstats reports its pids)", 0);
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
   if (fd < 0) unavailable("no generic netlink socket", errno);
   int size = 4 << 20;
@@ -188,6 +228,8 @@ int main(void) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   struct sockaddr_nl self = {.nl_family = AF_NETLINK};
   if (bind(fd, (struct sockaddr *)&self, sizeof self) < 0) unavailable("bind", errno);
+  struct timeval setup_timeout = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &setup_timeout, sizeof setup_timeout);
 
   int rc = send_genl(fd, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, TASKSTATS_GENL_NAME,
                      strlen(TASKSTATS_GENL_NAME) + 1);
@@ -200,6 +242,8 @@ int main(void) {
   rc = send_genl(fd, family, TASKSTATS_CMD_GET, TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, mask, strlen(mask) + 1);
   if (rc == 0) rc = await_reply(fd, 0);
   if (rc < 0) unavailable("taskstats listener registration (needs CAP_NET_ADMIN)", -rc);
+  struct timeval no_timeout = {0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_timeout, sizeof no_timeout);
   say("ready");
 
   static char buf[65536];
@@ -211,13 +255,15 @@ int main(void) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (fds[0].revents & POLLIN) {
-      int n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-      if (n < 0 && errno == ENOBUFS) say("overrun");
-      for (struct nlmsghdr *h = (struct nlmsghdr *)buf; n > 0 && NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n))
+    if (fds[0].revents & (POLLNVAL)) return 1;
+    if (fds[0].revents & (POLLIN | POLLERR)) {
+      int n = recv_kernel(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n == -ENOBUFS) say("overrun");
+      for (struct nlmsghdr *h = (struct nlmsghdr *)buf; n > 0 && NLMSG_OK(h, n); h = NLMSG_NEXT(h, n))
         if (h->nlmsg_type == family) on_exit_message(h);
     }
-    if (fds[1].revents & (POLLIN | POLLHUP)) {
+    if (fds[1].revents & POLLNVAL) break;
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       char in[4096];
       int n = read(0, in, sizeof in);
       if (n <= 0) break; /* the agent is gone */

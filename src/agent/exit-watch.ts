@@ -1,8 +1,17 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from "node:fs";
 import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
@@ -19,7 +28,7 @@ import type { Logger } from "pino";
  * CAP_NET_ADMIN) the agent relies on the socket close as before, and says so once.
  */
 export class ExitWatch {
-  private readonly handlers: ((pid: number) => void)[] = [];
+  private readonly handlers: ((pid: number, kind: "exit" | "dying") => void)[] = [];
   private stopped = false;
 
   private constructor(
@@ -36,10 +45,16 @@ export class ExitWatch {
   private onLine(line: string): void {
     // "exit P": the kernel says the group died; "dying P": one of its threads began to exit. Either
     // way the agent checks /proc before it believes anything.
-    const m = /^(?:exit|dying) (\d+)$/.exec(line);
+    const m = /^(exit|dying) (\d+)$/.exec(line);
     if (m) {
-      const pid = Number(m[1]);
-      for (const h of this.handlers) h(pid);
+      const pid = Number(m[2]);
+      for (const h of this.handlers) {
+        try {
+          h(pid, m[1] as "exit" | "dying");
+        } catch (err) {
+          this.log.error({ err, pid }, "a process-exit notice handler failed");
+        }
+      }
     } else if (line === "overrun") {
       this.log.warn(
         "the kernel dropped process-exit notices (a burst of exits); socket evidence covers them",
@@ -55,14 +70,21 @@ export class ExitWatch {
       const child = spawn(bin, [], { stdio: ["pipe", "pipe", "inherit"] });
       child.stdin!.on("error", () => {}); // it died: its exit handler says so
       let watcher: ExitWatch | undefined;
+      let timer: NodeJS.Timeout | undefined;
       const first = await new Promise<string>((resolve, reject) => {
         child.once("error", reject);
-        child.once("exit", (code) => reject(new Error(`exitwatch exited (${code}) before it was ready`)));
+        // "close", not "exit": its last line ("unavailable <why>") has been read by then.
+        child.once("close", (code) => reject(new Error(`exitwatch exited (${code}) before it was ready`)));
+        timer = setTimeout(() => reject(new Error("exitwatch did not start within 10 s")), 10_000); // real-io
         // One reader for the helper's whole life: the first line answers start(), the rest are notices.
         createInterface({ input: child.stdout! }).on("line", (line) =>
           watcher ? watcher.onLine(line) : resolve(line),
         );
+      }).catch((err: Error) => {
+        child.kill("SIGKILL");
+        throw err;
       });
+      clearTimeout(timer);
       if (first !== "ready") {
         child.kill("SIGKILL");
         throw new Error(first.replace(/^unavailable /, ""));
@@ -78,7 +100,8 @@ export class ExitWatch {
     }
   }
 
-  onExit(fn: (pid: number) => void): void {
+  /** `exit`: the kernel says the whole thread group died; `dying`: one of its threads began to exit. */
+  onExit(fn: (pid: number, kind: "exit" | "dying") => void): void {
     this.handlers.push(fn);
   }
 
@@ -123,12 +146,19 @@ function cacheDir(): string {
     if (!dir) continue;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const st = statSync(dir);
-      // Only a directory of our own that no one else may write: we run what is in it.
-      if (st.uid === process.getuid?.() && (st.mode & 0o022) === 0) return dir;
+      if (ownedPrivate(dir)) return dir;
     } catch {}
   }
   throw new Error("no private cache directory to build exitwatch in (set FAULTLINE_CACHE_DIR)");
+}
+
+/**
+ * Ours, writable by no one else, and not a symbolic link (we run what is in it, as root); links
+ * are not followed, so one planted where the cache would be is refused.
+ */
+function ownedPrivate(path: string): boolean {
+  const st = lstatSync(path);
+  return !st.isSymbolicLink() && st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
 }
 
 /** Compile exitwatch once per source version (keyed by its hash); the binary's path. */
@@ -136,16 +166,29 @@ async function build(): Promise<string> {
   const src = sourcePath();
   const hash = createHash("sha256").update(readFileSync(src)).digest("hex").slice(0, 16);
   const bin = join(cacheDir(), `exitwatch-${hash}`);
-  if (existsSync(bin)) return bin;
+  if (existsSync(bin)) {
+    if (!ownedPrivate(bin)) throw new Error(`${bin} is not ours alone (owner or mode): refusing to run it`);
+    return bin;
+  }
   const tmp = `${bin}.${process.pid}.tmp`;
   const cc = process.env.CC ?? "cc";
-  await new Promise<void>((resolve, reject) => {
-    execFile(cc, ["-O2", "-Wall", "-o", tmp, src], (err, _out, stderr) =>
-      err
-        ? reject(new Error(`could not compile exitwatch with ${cc}: ${stderr.trim() || err.message}`))
-        : resolve(),
-    );
-  });
-  renameSync(tmp, bin); // atomic: a concurrent agent never runs a half-written binary
+  try {
+    await new Promise<void>((resolve, reject) => {
+      execFile(cc, ["-O2", "-Wall", "-o", tmp, src], { timeout: 60_000 }, (err, _out, stderr) =>
+        err
+          ? reject(new Error(`could not compile exitwatch with ${cc}: ${stderr.trim() || err.message}`))
+          : resolve(),
+      );
+    });
+    chmodSync(tmp, 0o700);
+    renameSync(tmp, bin); // atomic: a concurrent agent never runs a half-written binary
+    // Builds of older sources are of no more use (a running agent keeps its open binary).
+    for (const f of readdirSync(dirname(bin)))
+      if (/^exitwatch-[0-9a-f]{16}$/.test(f) && f !== basename(bin))
+        rmSync(join(dirname(bin), f), { force: true });
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
   return bin;
 }

@@ -69,6 +69,12 @@ interface Registration {
   unregistered: boolean;
   /** This process holds a lease from this agent (announced as lease-bound). */
   leased: boolean;
+  /**
+   * Its exit was announced (the kernel's notice came before its socket closed). Kept until the
+   * socket closes: messages it wrote before it died may still be waiting to be read, and must not
+   * register it again or make its exit look deliberate.
+   */
+  exited?: boolean;
 }
 
 export function agentId(host: string): NodeId {
@@ -119,12 +125,17 @@ export class HostAgent {
     } catch {}
     if (this.o.kernelExitNotices ?? true) {
       this.exitWatch = await ExitWatch.start(this.log);
-      this.exitWatch?.onExit((pid) => this.onKernelExit(pid));
+      this.exitWatch?.onExit((pid, kind) => this.onKernelExit(pid, kind));
     }
     this.local.on("message", (from, m) => this.onLocal(from, m));
     this.local.on("connection", (e) => this.onLocalConnection(e));
-    await this.local.start();
-    await this.cluster.start();
+    try {
+      await this.local.start();
+      await this.cluster.start();
+    } catch (err) {
+      await Promise.all([this.local.stop(), this.exitWatch?.stop()]);
+      throw err;
+    }
     if (Object.keys(this.o.seeds ?? {}).length > 0) this.join(this.o.seeds ?? {});
   }
 
@@ -237,7 +248,7 @@ export class HostAgent {
   /** Say again, every AGENT_REANNOUNCE_MS, which processes run here: repairs lost "up" notices. */
   private reannounce(): void {
     for (const [subject, r] of this.registered)
-      if (!r.unregistered) this.broadcast(this.upNotice(subject, r), false);
+      if (!r.unregistered && !r.exited) this.broadcast(this.upNotice(subject, r), false);
     if (this.leasedSelf) this.announceSelf();
     const t = this.clock.setTimer(AGENT_REANNOUNCE_MS, () => {
       this.pending.delete(t);
@@ -258,7 +269,7 @@ export class HostAgent {
 
   /** Ids of the processes registered here now. */
   processes(): NodeId[] {
-    return [...this.registered.keys()];
+    return [...this.registered].filter(([, r]) => !r.exited).map(([id]) => id);
   }
 
   private onLocal(from: NodeId, m: unknown): void {
@@ -266,6 +277,12 @@ export class HostAgent {
     if (!msg) {
       this.log.warn({ from }, "ignored a malformed message on the local socket");
       return;
+    }
+    const tomb = this.registered.get(from);
+    if (tomb?.exited) {
+      // Written before it died (its exit is announced) — unless a new process takes up the id.
+      if (msg.t !== "register" || msg.pid === tomb.proc.pid) return;
+      this.registered.delete(from);
     }
     if (msg.t === "unregister") {
       const r = this.registered.get(from);
@@ -279,7 +296,7 @@ export class HostAgent {
       return;
     }
     const proc = procIdentity(msg.pid);
-    if (!proc) {
+    if (!proc || procExiting(proc)) {
       this.log.warn({ from, pid: msg.pid }, "a process registered with a pid that is not running: ignored");
       return;
     }
@@ -302,7 +319,7 @@ export class HostAgent {
     if (e.kind === "connected") return;
     const r = this.registered.get(e.peer);
     if (!r) return;
-    if (r.unregistered) {
+    if (r.unregistered || r.exited) {
       this.forget(e.peer, r);
       return;
     }
@@ -310,21 +327,24 @@ export class HostAgent {
   }
 
   /**
-   * The kernel says the thread group `pid` is exiting. Believe it for a registration only when /proc
-   * agrees that this very process (same start time) has no thread left outside do_exit().
+   * The kernel says the thread group `pid` died (`exit`) or one of its threads began to exit
+   * (`dying`). Believe it for a registration only when /proc agrees (procExiting): this very process
+   * (same start time), with no thread that will run user code again.
    */
-  private onKernelExit(pid: number): void {
+  private onKernelExit(pid: number, kind: "exit" | "dying"): void {
     for (const [id, r] of this.registered) {
-      if (r.proc.pid !== pid || r.unregistered) continue;
+      if (r.proc.pid !== pid || r.unregistered || r.exited) continue;
       if (!procExiting(r.proc)) {
-        this.log.warn(
-          { process: id, pid },
-          "an exit notice for a registered pid that /proc shows running: ignored",
-        );
+        // "dying": one thread of a live process ended (a worker's, a pool's): nothing to report.
+        if (kind === "exit")
+          this.log.warn(
+            { process: id, pid },
+            "a group-exit notice for a registered pid that /proc shows running: ignored",
+          );
         continue;
       }
       this.log.info({ process: id, pid }, "registered process exited");
-      this.announceExit(id, r, `pid ${pid} exiting (kernel exit notice, before its sockets closed)`);
+      this.announceExit(id, r, `pid ${pid} exiting (kernel exit notice, before its sockets closed)`, true);
     }
   }
 
@@ -334,8 +354,15 @@ export class HostAgent {
     this.exitWatch?.unwatch(r.proc.pid);
   }
 
-  private announceExit(id: NodeId, r: Registration, detail: string): void {
-    this.forget(id, r);
+  /**
+   * Tell every member that `id` exited. From the socket close: forget it. From the kernel's notice
+   * (`tombstone`): keep it, marked, until its socket closes (see Registration.exited).
+   */
+  private announceExit(id: NodeId, r: Registration, detail: string, tombstone = false): void {
+    if (tombstone) {
+      r.exited = true;
+      this.exitWatch?.unwatch(r.proc.pid);
+    } else this.forget(id, r);
     this.broadcast({
       p: "agent",
       t: "exit",

@@ -92,7 +92,38 @@ export function procGone(id: ProcIdentity): boolean {
   if (s === "gone") return true;
   if (s === "unknown") return false;
   if (id.startTime !== undefined && s.startTime !== id.startTime) return true;
-  return (s.state === "Z" || s.state === "X") && !otherThreadsRun(id.pid);
+  if (s.state !== "Z" && s.state !== "X") return false;
+  return groupDoomed(id, (tid) => {
+    const t = stat(tid);
+    return t === "gone" || (typeof t === "object" && (t.state === "Z" || t.state === "X"));
+  });
+}
+
+/**
+ * Whether every thread of the process passes `doomed`, by a scan that a thread created or an exec()
+ * during it cannot fool: list the threads, check each, list again (a thread not in the first list
+ * means one was created meanwhile: no verdict), and read the leader last — an exec() by another
+ * thread gives the leader's pid and start time to the new program, which a last look sees running.
+ * A thread found doomed can create no thread, so none can appear after the second list.
+ */
+function groupDoomed(id: ProcIdentity, doomed: (tid: number) => boolean): boolean {
+  const list = (): Set<number> | undefined => {
+    try {
+      return new Set(readdirSync(`/proc/${id.pid}/task`).map(Number));
+    } catch {
+      return undefined;
+    }
+  };
+  const first = list();
+  if (!first) return stat(id.pid) === "gone";
+  for (const tid of first) if (!doomed(tid)) return false;
+  const second = list();
+  if (second) for (const tid of second) if (!first.has(tid)) return false;
+  const leader = stat(id.pid);
+  if (leader === "gone") return true;
+  if (leader === "unknown") return false;
+  if (id.startTime !== undefined && leader.startTime !== id.startTime) return true; // another process's pid now
+  return doomed(id.pid);
 }
 
 /** SIGKILL (signal 9: bit 8 of the pending masks) is pending for the task, or for its whole group. */
@@ -117,24 +148,22 @@ function killPending(tid: number): boolean {
  * be blocked, caught or ignored, and is acted on before the task next reaches user space; and a
  * thread group none of whose threads will run user code again can start no new thread. This is how
  * the agent trusts an early exit notice (exit-watch.ts) before the kernel has torn the process
- * down. (A thread exec()ing while the others are killed has no SIGKILL pending: not exiting.)
+ * down. (A thread exec()ing while the others are killed has no SIGKILL pending: not exiting; and
+ * see groupDoomed for why the scan holds while threads come and go.)
+ *
+ * What this does not promise: that the process's resources are released. Its sockets, ports and
+ * file locks go with its memory teardown, milliseconds later; a thread in an uninterruptible
+ * sleep (a hung NFS call) may hold them far longer. "Certain exit" means it will never act again.
  */
 export function procExiting(id: ProcIdentity): boolean {
   if (procGone(id)) return true;
   if (!hasProc) return false;
-  const doomed = (tid: number) => {
+  const leader = stat(id.pid);
+  if (typeof leader !== "object" || leader.startTime !== id.startTime) return false;
+  return groupDoomed(id, (tid) => {
     const s = stat(tid);
     if (s === "gone") return true;
     if (s === "unknown") return false;
     return s.state === "Z" || s.state === "X" || (s.flags & PF_EXITING) !== 0 || killPending(tid);
-  };
-  const leader = stat(id.pid);
-  if (typeof leader !== "object" || leader.startTime !== id.startTime || !doomed(id.pid)) return false;
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${id.pid}/task`);
-  } catch {
-    return procGone(id);
-  }
-  return tids.every((tid) => Number(tid) === id.pid || doomed(Number(tid)));
+  });
 }
