@@ -3,7 +3,7 @@ import { TcpTransport } from "../net/tcp-transport.ts";
 import type { NodeId } from "../net/transport.ts";
 import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { silentLogger } from "../runtime/logger.ts";
-import { FENCED_EXIT_CODE } from "./host-agent.ts";
+import { FENCED_EXIT_CODE } from "./host-agent-options.ts";
 import { isUnregisterAck, type LocalMessage, parseGrant } from "./messages.ts";
 
 /** How long stop() waits for the agent to acknowledge the unregister before closing anyway. */

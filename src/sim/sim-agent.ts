@@ -1,4 +1,4 @@
-import { AGENT_REANNOUNCE_MS } from "../agent/host-agent.ts";
+import { AGENT_REANNOUNCE_MS } from "../agent/host-agent-options.ts";
 import type { AgentNotice } from "../agent/messages.ts";
 import { noticeToReport } from "../detect/agent-detector.ts";
 import type { DetectionNode } from "../detect/detection-node.ts";
