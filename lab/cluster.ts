@@ -194,7 +194,9 @@ export class LabCluster {
 
   private onMessage(c: Child, m: ToSupervisor): void {
     if (m.type === "report") {
-      const at = now();
+      // The node's own stamp (same monotonic clock as now() and the TCP probes): IPC is not the
+      // detector's latency.
+      const at = m.mono ?? now();
       this.seen.push({ at, observer: c.name, report: m.report });
       const cur = this.current.get(c.name) ?? new Map<string, FailureReport>();
       this.current.set(c.name, cur);

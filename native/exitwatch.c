@@ -39,7 +39,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GENL_DATA(n) ((char *)NLMSG_DATA(n) + GENL_HDRLEN)
@@ -178,7 +182,10 @@ static int only_leader_left(int pid) {
   return others == 0;
 }
 
-static void on_exit_message(struct nlmsghdr *h) {
+/* An exit record's task id, its group's id when it was the group's last thread (else 0), and its
+ * group's id from the stats (ac_tgid, else 0). */
+static void parse_record(struct nlmsghdr *h, int *pid_out, int *tgid_out, int *owner_out) {
+  *pid_out = *tgid_out = *owner_out = 0;
   if (h->nlmsg_len < NLMSG_LENGTH(GENL_HDRLEN)) return;
   int len = h->nlmsg_len - NLMSG_LENGTH(GENL_HDRLEN);
   int pid = 0, tgid = 0, owner = 0;
@@ -199,6 +206,14 @@ static void on_exit_message(struct nlmsghdr *h) {
       }
     }
   }
+  *pid_out = pid;
+  *tgid_out = tgid;
+  *owner_out = owner;
+}
+
+static void on_exit_message(struct nlmsghdr *h) {
+  int pid, tgid, owner;
+  parse_record(h, &pid, &tgid, &owner);
   /* The agent says when to stop watching ("-PID"): it may not believe a notice (see above). */
   int dead = 0;
   if (tgid > 0 && is_watched(tgid)) dead = tgid;
@@ -219,8 +234,59 @@ static void on_command(char *line) {
   else if (line[0] == '-') unwatch(pid);
 }
 
+/*
+ * taskstats delivers exit records only to listeners in the initial network namespace (it sends
+ * them with genlmsg_unicast(&init_net, ...)), though a listener elsewhere registers without error.
+ * An agent in another network namespace (a container's, a test lab's host) joins the initial one
+ * for this socket alone, which needs CAP_SYS_ADMIN; NULL when done, else why not. The initial
+ * namespace is kthreadd's (pid 2 in the initial pid namespace, which main() has checked): kernel
+ * threads live in it, and pid 1 may be out of reach (a sandbox's init).
+ */
+static const char *join_initial_netns(void) {
+  char comm[32] = {0};
+  FILE *f = fopen("/proc/2/comm", "r");
+  if (!f || !fgets(comm, sizeof comm, f) || strncmp(comm, "kthreadd", 8) != 0) {
+    if (f) fclose(f);
+    return "cannot find the initial network namespace (pid 2 is not kthreadd)";
+  }
+  fclose(f);
+  struct stat self, init;
+  if (stat("/proc/self/ns/net", &self) < 0 || stat("/proc/2/ns/net", &init) < 0)
+    return "cannot compare this network namespace with the initial one";
+  if (self.st_ino == init.st_ino && self.st_dev == init.st_dev) return NULL;
+  int ns = open("/proc/2/ns/net", O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return "not in the initial network namespace, and cannot open it";
+  int rc = setns(ns, CLONE_NEWNET);
+  close(ns);
+  return rc < 0 ? "not in the initial network namespace, and cannot join it (needs CAP_SYS_ADMIN)" : NULL;
+}
+
+/* Whether an exit record reaches this listener: a child of ours exits and its record must come. */
+static int records_arrive(int fd, int family) {
+  pid_t child = fork();
+  if (child < 0) return 0;
+  if (child == 0) _exit(0);
+  static char buf[65536];
+  int seen = 0;
+  for (int tries = 0; tries < 64 && !seen; tries++) {
+    int n = recv_kernel(fd, buf, sizeof buf, 0); /* SO_RCVTIMEO bounds the wait */
+    if (n == -ENOBUFS || n == -EINTR) continue;
+    if (n < 0) break;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; n > 0 && NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type != family) continue;
+      int pid, tgid, owner;
+      parse_record(h, &pid, &tgid, &owner);
+      if (pid == child) seen = 1;
+    }
+  }
+  waitpid(child, NULL, 0);
+  return seen;
+}
+
 int main(void) {
   if (!in_initial_pid_ns()) unavailable("not in the initial pid namespace (taskstats reports its pids)", 0);
+  const char *why = join_initial_netns();
+  if (why) unavailable(why, 0);
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
   if (fd < 0) unavailable("no generic netlink socket", errno);
   int size = 4 << 20;
@@ -242,6 +308,7 @@ int main(void) {
   rc = send_genl(fd, family, TASKSTATS_CMD_GET, TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, mask, strlen(mask) + 1);
   if (rc == 0) rc = await_reply(fd, 0);
   if (rc < 0) unavailable("taskstats listener registration (needs CAP_NET_ADMIN)", -rc);
+  if (!records_arrive(fd, family)) unavailable("registered, but no exit record arrived for a test child", 0);
   struct timeval no_timeout = {0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &no_timeout, sizeof no_timeout);
   say("ready");

@@ -68,7 +68,10 @@ export function registerAgent(program: Command): void {
       const tell = tellSupervisor;
       tell({ type: "listening", id: agent.id, address: agent.cluster.address(), boot: agent.cluster.boot });
       const subscribe = () =>
-        agent.detection?.monitor.subscribe({}, (report) => tell({ type: "report", id: agent.id, report }));
+        agent.detection?.monitor.subscribe({}, (report) =>
+          // real-io: the publication's moment on the host's monotonic clock
+          tell({ type: "report", id: agent.id, report, mono: Number(process.hrtime.bigint()) / 1e6 }),
+        );
       subscribe();
       superviseLifecycle(
         () => agent.stop(),

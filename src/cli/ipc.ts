@@ -8,7 +8,11 @@ export type ToSupervisor =
   | { type: "listening"; id: NodeId; address: Address; boot: string }
   | { type: "status"; id: NodeId; at: number; peers: Record<NodeId, PeerStatus>; stats: TransportStats }
   | { type: "connection"; id: NodeId; event: ConnectionEvent }
-  | { type: "report"; id: NodeId; report: ReportEvent }
+  /**
+   * `mono`: when the node's monitor published it, on CLOCK_MONOTONIC in ms (process.hrtime), which
+   * every process on the host shares: a supervisor measuring latency need not count the IPC.
+   */
+  | { type: "report"; id: NodeId; report: ReportEvent; mono?: number }
   | { type: "admin"; id: NodeId; port: number }
   | { type: "fuse-created"; id: NodeId; group: GroupId; members: NodeId[] }
   | { type: "fuse-create-failed"; id: NodeId; detail: string }

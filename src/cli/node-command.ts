@@ -119,7 +119,10 @@ async function runNode(o: z.output<typeof NodeOptions> & { key: Buffer }): Promi
       });
       fuse = new FuseNode({ id: o.id, boot: transport.boot, transport, clock: realClock, detection, logger });
       fuse.onFailure((n) => tell({ type: "fuse-failed", id: o.id, group: n.group, reason: n.reason }));
-      detection.monitor.subscribe({}, (report) => tell({ type: "report", id: o.id, report }));
+      detection.monitor.subscribe({}, (report) =>
+        // real-io: the publication's moment on the host's monotonic clock
+        tell({ type: "report", id: o.id, report, mono: Number(process.hrtime.bigint()) / 1e6 }),
+      );
       detection.start();
       fuse.start();
       if (o.adminPort !== undefined) {
