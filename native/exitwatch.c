@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GENL_DATA(n) ((char *)NLMSG_DATA(n) + GENL_HDRLEN)
@@ -268,8 +269,13 @@ static int records_arrive(int fd, int family) {
   if (child == 0) _exit(0);
   static char buf[65536];
   int seen = 0;
-  for (int tries = 0; tries < 64 && !seen; tries++) {
-    int n = recv_kernel(fd, buf, sizeof buf, 0); /* SO_RCVTIMEO bounds the wait */
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  /* Other processes' records may come first on a busy host: read for up to 5 s, not a count. */
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (seen || now.tv_sec - start.tv_sec >= 5) break;
+    int n = recv_kernel(fd, buf, sizeof buf, 0); /* SO_RCVTIMEO bounds each wait */
     if (n == -ENOBUFS || n == -EINTR) continue;
     if (n < 0) break;
     for (struct nlmsghdr *h = (struct nlmsghdr *)buf; n > 0 && NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
