@@ -20,10 +20,13 @@ export interface SnapshotMeta {
   voters: NodeId[];
 }
 
-/** The state machine up to `meta.index`, as the host made it (`RaftCore.compact`). */
+/**
+ * The state machine up to `meta.index`, encoded by the host (`RaftCore.compact`): bytes, so that a
+ * leader can send it in chunks that each fit in a frame, and a follower put it together again.
+ */
 export interface Snapshot {
   meta: SnapshotMeta;
-  data: unknown;
+  data: Uint8Array;
 }
 
 /**
@@ -60,7 +63,21 @@ export type RaftMessage =
    */
   | { p: "raft"; t: "hb"; term: number; commit: number; read: number; succ: NodeId[] }
   | { p: "raft"; t: "hb-r"; term: number; read: number }
-  | { p: "raft"; t: "snap"; term: number; snapshot: Snapshot }
+  /**
+   * One chunk of a snapshot (Raft §7's InstallSnapshot): bytes [offset, offset + chunk.length) of
+   * `total`. The follower installs it once it holds all of them, in order, from one leader's term.
+   */
+  | {
+      p: "raft";
+      t: "snap";
+      term: number;
+      meta: SnapshotMeta;
+      offset: number;
+      total: number;
+      chunk: Uint8Array;
+    }
+  /** A follower holds the first `offset` bytes of the snapshot at `index`: send the next chunk. */
+  | { p: "raft"; t: "snap-r"; term: number; index: number; offset: number }
   | { p: "raft"; t: "down"; term: number; leader: NodeId };
 
 /** A message is at most this many entries (a batch); the leader sends more as acks come back. */
@@ -83,10 +100,46 @@ function isVoters(v: unknown): v is NodeId[] {
   return Array.isArray(v) && v.length > 0 && v.length <= 64 && v.every(isId) && new Set(v).size === v.length;
 }
 
-function isSnapshot(s: unknown): s is Snapshot {
-  if (typeof s !== "object" || s === null) return false;
-  const m = (s as { meta?: unknown }).meta as Record<string, unknown> | undefined;
-  return typeof m === "object" && m !== null && isIndex(m.index) && isIndex(m.term) && isVoters(m.voters);
+function isSnapshotMeta(m: unknown): m is SnapshotMeta {
+  if (typeof m !== "object" || m === null) return false;
+  const x = m as Record<string, unknown>;
+  return isIndex(x.index) && isIndex(x.term) && isVoters(x.voters);
+}
+
+/**
+ * About how many bytes `v` takes once encoded — never fewer (a string counts 3 bytes a UTF-16 unit,
+ * the most UTF-8 needs): what keeps an append message under the frame limit without encoding it twice.
+ */
+export function approxBytes(v: unknown): number {
+  switch (typeof v) {
+    case "string":
+      return 5 + v.length * 3;
+    case "number":
+    case "bigint":
+      return 9;
+    case "object": {
+      if (v === null) return 1;
+      if (v instanceof Uint8Array) return 5 + v.byteLength;
+      let n = 5;
+      if (Array.isArray(v)) for (const x of v) n += approxBytes(x);
+      else for (const [k, x] of Object.entries(v)) n += 5 + k.length * 3 + approxBytes(x);
+      return n;
+    }
+    default:
+      return 1;
+  }
+}
+
+const entryBytes = new WeakMap<Entry, number>();
+
+/** `approxBytes` of an entry, remembered (an entry is sent to every follower, and again after a loss). */
+export function approxEntryBytes(e: Entry): number {
+  let n = entryBytes.get(e);
+  if (n === undefined) {
+    n = 40 + approxBytes(e.data);
+    entryBytes.set(e, n);
+  }
+  return n;
 }
 
 /** A frame's body that is a well-formed Raft message (anything else is dropped and counted). */
@@ -133,7 +186,16 @@ export function isRaftMessage(m: unknown): m is RaftMessage {
     case "hb-r":
       return isIndex(x.read);
     case "snap":
-      return isSnapshot(x.snapshot);
+      return (
+        isSnapshotMeta(x.meta) &&
+        isIndex(x.offset) &&
+        isIndex(x.total) &&
+        x.chunk instanceof Uint8Array &&
+        (x.offset as number) + x.chunk.byteLength <= (x.total as number) &&
+        (x.chunk.byteLength > 0 || x.total === 0)
+      );
+    case "snap-r":
+      return isIndex(x.index) && isIndex(x.offset);
     case "down":
       return isId(x.leader);
     default:

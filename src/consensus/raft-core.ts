@@ -1,7 +1,7 @@
 import type { NodeId } from "../net/transport.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
-import type { Entry, HardState, RaftMessage, Snapshot } from "./messages.ts";
+import type { Entry, HardState, RaftMessage, Snapshot, SnapshotMeta } from "./messages.ts";
 import { MAX_ENTRIES_PER_MESSAGE } from "./messages.ts";
 import { RaftLog } from "./raft-log.ts";
 import type { Progress, RaftOptions, RaftRestore, Ready, Role } from "./raft-types.ts";
@@ -59,6 +59,10 @@ export class RaftCore {
   private truncated = false;
   private hardDirty = false;
   private snapDirty: Snapshot | undefined;
+  /** A snapshot arriving in chunks from the leader of `term` (follower). */
+  private incoming:
+    | { term: number; meta: SnapshotMeta; total: number; parts: Uint8Array[]; received: number }
+    | undefined;
   private lastLeader: { id: NodeId | undefined; term: number };
   // timers
   private electionAt = 0;
@@ -223,7 +227,7 @@ export class RaftCore {
   }
 
   /** Replace the log up to `index` (applied here) by a snapshot of the state machine there. */
-  compact(index: number, data: unknown): Ready {
+  compact(index: number, data: Uint8Array): Ready {
     if (index > this.applied || index <= this.log.snapshotIndex) return this.flush();
     const term = this.log.term(index)!;
     this.snap = { meta: { index, term, voters: this.votersAt(index) }, data };
@@ -278,6 +282,9 @@ export class RaftCore {
         break;
       case "snap":
         this.onSnapshot(now, from, m);
+        break;
+      case "snap-r":
+        this.onSnapshotResponse(now, from, m);
         break;
       case "down":
         if (
@@ -510,27 +517,62 @@ export class RaftCore {
 
   private onSnapshot(now: number, from: NodeId, m: Msg<"snap">): void {
     this.heardFromLeader(now, from);
-    const meta = m.snapshot.meta;
+    const meta = m.meta;
     const reply = (index: number) =>
       this.sendDurably(from, { p: "raft", t: "app-r", term: this.term, ok: true, index, reject: 0, hint: 0 });
     if (meta.index <= this.commit) {
+      this.incoming = undefined;
       reply(this.commit);
       return;
     }
     if (this.log.term(meta.index) === meta.term) {
+      this.incoming = undefined;
       this.commitTo(meta.index);
       reply(meta.index);
       return;
     }
+    // Chunks are taken in order, from one leader's term (one leader, one snapshot at an index: the
+    // bytes of two chunks always belong together); a first chunk starts over.
+    let inc = this.incoming;
+    if (m.offset === 0) {
+      inc = { term: m.term, meta, total: m.total, parts: [], received: 0 };
+      this.incoming = inc;
+    }
+    const fits =
+      inc !== undefined &&
+      inc.term === m.term &&
+      inc.meta.index === meta.index &&
+      inc.meta.term === meta.term &&
+      inc.total === m.total &&
+      inc.received === m.offset;
+    if (!fits || !inc) {
+      // Out of order (a loss or a duplicate): say where this node stands; the leader resends.
+      if (inc && inc.term === m.term && inc.meta.index === meta.index) {
+        this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset: inc.received });
+      }
+      return;
+    }
+    // A copy: a decoded chunk may be a view into a buffer the transport reuses.
+    if (m.chunk.byteLength) inc.parts.push(Buffer.from(m.chunk));
+    inc.received += m.chunk.byteLength;
+    if (inc.received < inc.total) {
+      this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset: inc.received });
+      return;
+    }
+    this.incoming = undefined;
+    const snapshot: Snapshot = {
+      meta,
+      data: inc.parts.length === 1 ? inc.parts[0]! : Buffer.concat(inc.parts, inc.total),
+    };
     this.log.compactTo(meta.index, meta.term);
     // compactTo kept nothing (the entry at meta.index differed or was missing): the log is the snapshot.
     this.truncated = true;
     this.stable = 0;
     this.written.clear();
-    this.snap = m.snapshot;
-    this.snapDirty = m.snapshot;
+    this.snap = snapshot;
+    this.snapDirty = snapshot;
     this.commit = this.applied = meta.index;
-    this.out.applySnapshot = m.snapshot;
+    this.out.applySnapshot = snapshot;
     this.out.apply = [];
     this.recomputeVoters();
     reply(meta.index);
@@ -547,6 +589,8 @@ export class RaftCore {
       inflight: [],
       pendingSnapshot: 0,
       snapshotSentAt: 0,
+      snapOffset: 0,
+      chunkSentAt: 0,
       active: true,
       waitingSince: 0,
       read: 0,
@@ -577,11 +621,13 @@ export class RaftCore {
         pr.state = "snapshot";
         pr.pendingSnapshot = this.snap.meta.index;
         pr.snapshotSentAt = now;
-        this.send(to, { p: "raft", t: "snap", term: this.term, snapshot: this.snap });
+        pr.sending = this.snap;
+        pr.snapOffset = 0;
+        this.sendChunk(now, to, pr);
         return;
       }
       const max = Math.min(this.options.maxBatch, MAX_ENTRIES_PER_MESSAGE);
-      const entries = this.log.slice(pr.next, this.log.lastIndex(), max);
+      const entries = this.log.slice(pr.next, this.log.lastIndex(), max, this.options.maxBatchBytes);
       this.send(to, {
         p: "raft",
         t: "app",
@@ -601,6 +647,35 @@ export class RaftCore {
     }
   }
 
+  /** Send `to` the chunk of the snapshot in transfer that follows what it holds. */
+  private sendChunk(now: number, to: NodeId, pr: Progress): void {
+    const snap = pr.sending;
+    if (!snap) return;
+    const size = Math.max(1, this.options.snapshotChunkBytes);
+    pr.chunkSentAt = now;
+    this.send(to, {
+      p: "raft",
+      t: "snap",
+      term: this.term,
+      meta: snap.meta,
+      offset: pr.snapOffset,
+      total: snap.data.byteLength,
+      chunk: snap.data.subarray(pr.snapOffset, pr.snapOffset + size),
+    });
+  }
+
+  private onSnapshotResponse(now: number, from: NodeId, m: Msg<"snap-r">): void {
+    const pr = this.role === "leader" ? this.progress.get(from) : undefined;
+    if (pr?.state !== "snapshot" || !pr.sending) return;
+    pr.active = true;
+    // Only progress moves the transfer on (a stale or duplicated reply would send chunks twice).
+    if (m.index !== pr.sending.meta.index || m.offset <= pr.snapOffset) return;
+    if (m.offset >= pr.sending.data.byteLength) return; // the last chunk is answered by an app-r
+    pr.snapOffset = m.offset;
+    pr.snapshotSentAt = now;
+    this.sendChunk(now, from, pr);
+  }
+
   private onAppendResponse(now: number, from: NodeId, m: Msg<"app-r">): void {
     const pr = this.role === "leader" ? this.progress.get(from) : undefined;
     if (!pr) return;
@@ -615,6 +690,7 @@ export class RaftCore {
           pr.state = "replicate";
           pr.next = Math.max(pr.next, pr.match + 1);
           pr.inflight = [];
+          delete pr.sending;
         }
         this.maybeCommit(now);
       } else if (pr.state === "probe") {
@@ -636,6 +712,7 @@ export class RaftCore {
   }
 
   private toProbe(pr: Progress, next: number): void {
+    delete pr.sending;
     pr.state = "probe";
     pr.next = next;
     pr.probeSent = false;
@@ -657,7 +734,10 @@ export class RaftCore {
       ) {
         this.toProbe(pr, pr.match + 1); // an append or its ack was lost: find the match again
       } else if (pr.state === "snapshot" && now - pr.snapshotSentAt >= this.options.electionTimeoutMs) {
-        this.toProbe(pr, pr.match + 1);
+        this.toProbe(pr, pr.match + 1); // the transfer stalled: start over
+      } else if (pr.state === "snapshot" && now - pr.chunkSentAt >= 2 * this.options.heartbeatMs) {
+        this.sendChunk(now, from, pr); // a chunk or its reply was lost: send it again
+        return;
       }
       this.sendAppend(now, from);
     }

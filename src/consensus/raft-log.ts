@@ -1,5 +1,5 @@
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
-import type { Entry, SnapshotMeta } from "./messages.ts";
+import { approxEntryBytes, type Entry, type SnapshotMeta } from "./messages.ts";
 
 /**
  * A node's log in memory: a compacted prefix (summarised by the snapshot's index and term)
@@ -59,11 +59,29 @@ export class RaftLog {
     return this.entries[index - this.snapIndex - 1];
   }
 
-  /** Entries [from, to] (inclusive), at most `max` of them; `from` must be above the snapshot. */
-  slice(from: number, to: number, max = Number.POSITIVE_INFINITY): Entry[] {
+  /**
+   * Entries [from, to] (inclusive), at most `max` of them and, past the first, at most `maxBytes`
+   * by `approxEntryBytes`; `from` must be above the snapshot.
+   */
+  slice(
+    from: number,
+    to: number,
+    max = Number.POSITIVE_INFINITY,
+    maxBytes = Number.POSITIVE_INFINITY,
+  ): Entry[] {
     const lo = Math.max(from, this.firstIndex);
-    const hi = Math.min(to, this.lastIndex(), lo + max - 1);
+    let hi = Math.min(to, this.lastIndex(), lo + max - 1);
     if (hi < lo) return [];
+    if (maxBytes !== Number.POSITIVE_INFINITY) {
+      let bytes = approxEntryBytes(this.entries[lo - this.snapIndex - 1]!);
+      for (let i = lo + 1; i <= hi; i++) {
+        bytes += approxEntryBytes(this.entries[i - this.snapIndex - 1]!);
+        if (bytes > maxBytes) {
+          hi = i - 1;
+          break;
+        }
+      }
+    }
     return this.entries.slice(lo - this.snapIndex - 1, hi - this.snapIndex);
   }
 

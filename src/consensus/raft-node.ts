@@ -2,9 +2,10 @@ import type { Logger } from "pino";
 import type { DurableStore } from "../durable/store.ts";
 import type { NodeId, Transport } from "../net/transport.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
+import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
-import { type Entry, type HardState, isRaftMessage, type Snapshot } from "./messages.ts";
+import { approxBytes, type Entry, type HardState, isRaftMessage, type Snapshot } from "./messages.ts";
 import { RaftCore } from "./raft-core.ts";
 import { RAFT_DEFAULTS, type RaftOptions, type Ready } from "./raft-types.ts";
 
@@ -14,7 +15,7 @@ export interface StateMachine {
   apply(entry: Entry): unknown;
   /** Replace the whole state by a snapshot's data (`undefined`: the empty state). */
   restore(data: unknown): void;
-  /** The current state, for a snapshot (must not change when the state changes later). */
+  /** The current state, for a snapshot (encoded with the codec at once, before anything else runs). */
   snapshot(): unknown;
 }
 
@@ -30,6 +31,11 @@ export interface RaftNodeOptions {
   raft?: Partial<RaftOptions>;
   /** Compact the log into a snapshot once this many applied entries follow the last one. */
   compactEvery?: number;
+  /**
+   * The largest proposal, encoded; a larger one fails at once with FL_BAD_ARGUMENT. Default
+   * 3.5 MiB: one entry must fit in an append message under the transport's 4 MiB frame limit.
+   */
+  maxProposalBytes?: number;
   /**
    * When a write becomes durable. Default: group commit — the writes of one event-loop turn are
    * committed together right after it. The simulation passes a random delay (a crash before it
@@ -86,7 +92,12 @@ export class RaftNode {
     this.sm = o.stateMachine;
     const data = o.store.load();
     const hard = (data.get(HARD) as HardState | undefined) ?? { term: 0, vote: null };
-    const snapshot = data.get(SNAP) as Snapshot | undefined;
+    const stored = data.get(SNAP) as { meta: Snapshot["meta"]; data: unknown } | undefined;
+    // A store written before snapshots were kept encoded holds the state itself: encode it now.
+    const snapshot: Snapshot | undefined = stored && {
+      meta: stored.meta,
+      data: stored.data instanceof Uint8Array ? stored.data : encode(stored.data),
+    };
     const entries: Entry[] = [];
     for (const [k, v] of data) if (k.startsWith("e/")) entries.push(v as Entry);
     entries.sort((a, b) => a.index - b.index);
@@ -100,7 +111,7 @@ export class RaftNode {
       { hard, ...(snapshot ? { snapshot } : {}), entries },
       o.clock.now(),
     );
-    this.sm.restore(snapshot?.data);
+    this.sm.restore(snapshot ? decode(snapshot.data) : undefined);
   }
 
   get id(): NodeId {
@@ -151,6 +162,18 @@ export class RaftNode {
   submit(data: unknown, done: Done): void {
     if (this.stopped) {
       done(new FaultlineError(ErrorCode.Stopped, `raft member ${this.o.id} stopped`));
+      return;
+    }
+    const max = this.o.maxProposalBytes ?? 3.5 * 1024 * 1024;
+    // The estimate never falls short; only when it is over is the exact (encoded) size worth taking.
+    const size = approxBytes(data) > max ? encode(data).byteLength : 0;
+    if (size > max) {
+      done(
+        new FaultlineError(
+          ErrorCode.BadArgument,
+          `proposal of ${size} bytes is larger than the ${max} a log entry may take; split it`,
+        ),
+      );
       return;
     }
     if (this.core.role !== "leader") {
@@ -225,7 +248,7 @@ export class RaftNode {
       else this.held.push({ seq: r.durableSeq, sends: r.sendDurable });
     }
     if (r.applySnapshot) {
-      this.sm.restore(r.applySnapshot.data);
+      this.sm.restore(decode(r.applySnapshot.data));
       const e = new FaultlineError(ErrorCode.Aborted, "replaced by a snapshot: the outcome is unknown");
       for (const [i, p] of this.proposals) {
         if (i <= r.applySnapshot.meta.index) {
@@ -271,7 +294,8 @@ export class RaftNode {
   private maybeCompact(): void {
     const every = this.o.compactEvery ?? 10_000;
     if (this.core.applied - this.core.log.snapshotIndex < every) return;
-    this.perform(this.core.compact(this.core.applied, this.sm.snapshot()));
+    // Encoded once, here: the bytes are what is stored and what goes to a follower, in chunks.
+    this.perform(this.core.compact(this.core.applied, encode(this.sm.snapshot())));
   }
 
   private schedule(): void {

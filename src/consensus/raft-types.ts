@@ -19,6 +19,14 @@ export interface RaftOptions {
   /** Entries per append message. */
   maxBatch: number;
   /**
+   * Bytes per append message (by `approxEntryBytes`; one entry always goes, however large): well
+   * under the transport's frame limit, which drops a larger message — and a dropped append would
+   * be sent again, and dropped again, forever.
+   */
+  maxBatchBytes: number;
+  /** Bytes per snapshot chunk (a snapshot of any size goes in chunks that each fit in a frame). */
+  snapshotChunkBytes: number;
+  /**
    * Fast-convergence election: once the leader is known to be gone, the follower ranked k in the
    * leader's succession order (most up-to-date first) stands after k × staggerMs.
    */
@@ -38,6 +46,8 @@ export const RAFT_DEFAULTS: RaftOptions = {
   checkQuorum: true,
   maxInflight: 64,
   maxBatch: 256,
+  maxBatchBytes: 512 * 1024,
+  snapshotChunkBytes: 1024 * 1024,
   staggerMs: 4,
   suspectAfterMs: 200,
 };
@@ -98,7 +108,13 @@ export interface Progress {
   /** Last index of each append in flight (replicate). */
   inflight: number[];
   pendingSnapshot: number;
+  /** When the snapshot transfer last moved on (it starts over from a probe if it stalls). */
   snapshotSentAt: number;
+  /** The snapshot being sent (kept to the end even if the leader compacts again meanwhile). */
+  sending?: Snapshot;
+  /** Bytes of it the follower holds; when the chunk after them was sent. */
+  snapOffset: number;
+  chunkSentAt: number;
   /** Heard from since the last check-quorum. */
   active: boolean;
   /** Since when the oldest append in flight has waited for an acknowledgement (a silent loss is retried). */

@@ -26,6 +26,8 @@ export interface CoordMemberOptions {
   compactEvery?: number;
   /** How long a request forwarded to the leader may take. */
   forwardTimeoutMs?: number;
+  /** The largest write request, in key and value bytes (etcd's --max-request-bytes: 1.5 MiB). */
+  maxRequestBytes?: number;
   logger?: Logger;
 }
 
@@ -104,7 +106,7 @@ export class CoordMember {
           this.mvcc.restore(data as MvccImage | undefined);
           this.catchUpWatchers();
         },
-        snapshot: () => structuredClone(this.mvcc.image()),
+        snapshot: () => this.mvcc.image(),
       },
       onLeader: (leader) => {
         // Requests forwarded to a leader that is no longer one will not be answered: fail them
@@ -184,6 +186,8 @@ export class CoordMember {
 
   /** Apply a write through the log (on the leader, forwarded if need be). */
   async write(cmd: Command): Promise<{ revision: number; value: unknown }> {
+    if (requestBytes(cmd) > (this.o.maxRequestBytes ?? 1.5 * 1024 * 1024))
+      throw new CoordFailure(Errors.tooLarge.grpc, Errors.tooLarge.message);
     const r = (await this.leaderOp({ op: "propose", cmd })) as Applied<unknown>;
     if (!r.ok) throw new CoordFailure(r.error.grpc, r.error.message);
     return { revision: r.revision, value: r.value };
@@ -432,4 +436,13 @@ function withoutPrev(e: WatchEvent): WatchEvent {
 function unwrap(r: Applied<unknown>): { revision: number; value: unknown } {
   if (!r.ok) throw new CoordFailure(r.error.grpc, r.error.message);
   return { revision: r.revision, value: r.value };
+}
+
+/** About the bytes a request carries: its keys and values (latin1 strings: a byte a character). */
+function requestBytes(v: unknown): number {
+  if (typeof v === "string") return v.length;
+  if (typeof v !== "object" || v === null) return 8;
+  let n = 0;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) n += requestBytes(x);
+  return n;
 }

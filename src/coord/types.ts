@@ -136,6 +136,7 @@ export const Errors = {
   compacted: { grpc: Status.OutOfRange, message: "etcdserver: mvcc: required revision has been compacted" },
   future: { grpc: Status.OutOfRange, message: "etcdserver: mvcc: required revision is a future revision" },
   keyNotFound: { grpc: Status.InvalidArgument, message: "etcdserver: key not found" },
+  tooLarge: { grpc: Status.InvalidArgument, message: "etcdserver: request is too large" },
   leaseNotFound: { grpc: Status.NotFound, message: "etcdserver: requested lease not found" },
   leaseExists: { grpc: Status.FailedPrecondition, message: "etcdserver: lease already exists" },
   duplicateKey: { grpc: Status.InvalidArgument, message: "etcdserver: duplicate key given in txn request" },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isRaftMessage } from "../../src/consensus/messages.ts";
+import { approxEntryBytes, type Entry, isRaftMessage } from "../../src/consensus/messages.ts";
 import type { RaftOptions } from "../../src/consensus/raft-types.ts";
 import type { NodeId } from "../../src/net/transport.ts";
 import { type RaftSimNode, raftScenario, simRaftNode } from "../../src/sim/scenarios/raft.ts";
@@ -55,8 +55,9 @@ describe("Raft (simulation)", () => {
       expect(Object.fromEntries(n.kv.values)).toEqual(Object.fromEntries(l.kv.values));
   });
 
-  it("the proposals of one event-loop turn go out together: one AppendEntries per follower, not one per proposal", () => {
-    const counted = { appends: 0, entries: 0 };
+  /** 50 proposals in one turn on a quiet leader: what the leader's appends that carry entries hold. */
+  function burst(maxBatchBytes: number) {
+    const appends: Array<{ entries: number; bytes: number }> = [];
     const sim = new Simulation<RaftSimNode>({
       seed: 11,
       nodes: 3,
@@ -67,15 +68,16 @@ describe("Raft (simulation)", () => {
             onReady(_id, node, r) {
               if (node.core.role !== "leader") return;
               for (const s of [...r.send, ...r.sendDurable]) {
-                const m = s.msg as { t?: string; entries?: unknown[] };
-                if (m.t === "app" && m.entries?.length) {
-                  counted.appends++;
-                  counted.entries += m.entries.length;
-                }
+                const m = s.msg as { t?: string; entries?: Entry[] };
+                if (m.t === "app" && m.entries?.length)
+                  appends.push({
+                    entries: m.entries.length,
+                    bytes: m.entries.reduce((n, e) => n + approxEntryBytes(e), 0),
+                  });
               }
             },
           },
-          { raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200 } },
+          { raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200, maxBatchBytes } },
         ),
     });
     sim.start();
@@ -85,15 +87,28 @@ describe("Raft (simulation)", () => {
       leader = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
     }
     sim.runFor(300); // the leader's no-op is replicated; only heartbeats (no entries) from here
-    counted.appends = counted.entries = 0;
+    appends.length = 0;
     const results: string[] = [];
     for (let i = 0; i < 50; i++)
       leader!.raft.submit({ key: `k${i}`, op: "put", value: `v${i}` }, (e) =>
         results.push(e ? e.message : "ok"),
       );
-    sim.runFor(200);
+    sim.runFor(300);
     expect(results).toEqual(Array(50).fill("ok"));
-    expect(counted).toEqual({ appends: 2, entries: 100 });
+    for (const [, n] of sim.live()) expect(n.kv.values.get("k49")).toBe("v49");
+    return appends;
+  }
+
+  it("the proposals of one event-loop turn go out together: one AppendEntries per follower, not one per proposal", () => {
+    const appends = burst(1024 * 1024);
+    expect(appends.map((a) => a.entries)).toEqual([50, 50]);
+  });
+
+  it("an append message stays within its byte budget: a backlog goes in several", () => {
+    const appends = burst(1000);
+    expect(appends.length).toBeGreaterThan(4);
+    expect(appends.reduce((n, a) => n + a.entries, 0)).toBe(100);
+    for (const a of appends) expect(a.entries === 1 || a.bytes <= 1000).toBe(true);
   });
 
   it("a certain report of the leader's exit elects a successor within milliseconds; without one it takes the leader's silence", () => {
@@ -224,6 +239,24 @@ describe("Raft (simulation)", () => {
       },
       { p: "raft", t: "vote", term: "9", pre: false, lastIndex: 0, lastTerm: 0 },
       { p: "raft", t: "snap", term: term + 1, snapshot: { meta: { index: 1, term: 1, voters: [] } } },
+      {
+        p: "raft",
+        t: "snap",
+        term: term + 1,
+        meta: { index: 9, term: 1, voters: [lid] },
+        offset: 4,
+        total: 6,
+        chunk: Buffer.alloc(3), // runs past the total
+      },
+      {
+        p: "raft",
+        t: "snap",
+        term: term + 1,
+        meta: { index: 9, term: 1, voters: [lid] },
+        offset: 0,
+        total: 6,
+      },
+      { p: "raft", t: "snap-r", term, index: 9, offset: -1 },
       { p: "raft", t: "what" },
     ];
     for (const m of bad) expect(isRaftMessage(m)).toBe(false);
@@ -245,6 +278,7 @@ describe("Raft swarm", () => {
     expect(sum("certainFailovers")).toBeGreaterThan(300);
     expect(sum("crashesInWriteWindow")).toBeGreaterThan(300);
     expect(sum("snapshotsSent")).toBeGreaterThan(500);
+    expect(sum("snapshotsInstalled")).toBeGreaterThan(200);
     expect(sum("opsCompleted")).toBeGreaterThan(300_000);
   }, 900_000);
 });

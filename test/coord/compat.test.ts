@@ -149,6 +149,14 @@ describe.skipIf(!available)(
           await lease.revoke();
           const gone = await client.get("w/eph").string();
           const deleted = await client.delete().key("w/2");
+          // Larger than a request may be (1.5 MiB by default): refused, with etcd's words.
+          const tooLarge = await client
+            .put("w/big")
+            .value(Buffer.alloc(1600 * 1024, 0x62))
+            .then(
+              () => "accepted",
+              (e: Error) => e.message,
+            );
           await new Promise((r) => setTimeout(r, 300));
           await watcher.cancel();
           return {
@@ -159,6 +167,7 @@ describe.skipIf(!available)(
             ttl,
             gone,
             deleted: Number(deleted.deleted),
+            tooLarge,
             seen,
           };
         } finally {
@@ -169,6 +178,7 @@ describe.skipIf(!available)(
       const theirs = await drive(et!);
       expect(ours).toEqual(theirs);
       expect(ours.seen).toContain("put w/1=one");
+      expect(ours.tooLarge).toMatch(/request is too large/);
     }, 60_000);
 
     it("etcdctl's lock and election recipes (leases, transactions, watches) behave the same", async () => {

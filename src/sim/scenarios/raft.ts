@@ -77,8 +77,16 @@ export function simRaftNode(
     store: new SimDurableStore(ctx.store, "raft/"),
     stateMachine: kv,
     compactEvery: o.compactEvery ?? 64,
-    // Faster than the defaults, so that a short run sees many elections.
-    raft: { heartbeatMs: 20, electionTimeoutMs: 150, suspectAfterMs: 80, ...o.raft },
+    // Faster than the defaults, so that a short run sees many elections; small appends and snapshot
+    // chunks, so that every snapshot goes in several chunks and a backlog in several appends.
+    raft: {
+      heartbeatMs: 20,
+      electionTimeoutMs: 150,
+      suspectAfterMs: 80,
+      maxBatchBytes: 600,
+      snapshotChunkBytes: 48,
+      ...o.raft,
+    },
     commitDelay: () => disk.range(0.05, 2),
     logger: ctx.logger,
     onReady: (r) => hooks.onReady?.(ctx.id, node!, r),
@@ -133,6 +141,7 @@ function runRaft(o: ScenarioOptions): SimulationResult {
     opsCompleted: 0,
     opsPending: 0,
     snapshotsSent: 0,
+    snapshotsInstalled: 0,
   };
 
   const hooks: RaftSimHooks = {
@@ -149,6 +158,7 @@ function runRaft(o: ScenarioOptions): SimulationResult {
         }
       }
       if (r.applySnapshot) {
+        stats.snapshotsInstalled++;
         const m = r.applySnapshot.meta;
         const t = appliedTerm.get(m.index);
         if (t !== undefined && t !== m.term)

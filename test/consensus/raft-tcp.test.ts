@@ -1,0 +1,131 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { RaftNode } from "../../src/consensus/raft-node.ts";
+import { LmdbStore } from "../../src/durable/store.ts";
+import { TcpTransport } from "../../src/net/tcp-transport.ts";
+import { realClock } from "../../src/runtime/clock.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../../src/runtime/frame.ts";
+import { createRng } from "../../src/runtime/rng.ts";
+import { RegisterMachine } from "../../src/sim/scenarios/raft.ts";
+
+const KEY = Buffer.alloc(32, 7);
+const IDS = ["a", "b", "c"];
+
+interface Member {
+  id: string;
+  transport: TcpTransport;
+  raft: RaftNode;
+  kv: RegisterMachine;
+  store: LmdbStore;
+}
+
+async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe("Raft over TCP with LMDB", () => {
+  const dir = mkdtempSync(join(tmpdir(), "faultline-raft-tcp-"));
+  const running = new Map<string, Member>();
+  const ports = new Map<string, number>();
+
+  afterEach(async () => {
+    for (const m of running.values()) {
+      m.raft.stop();
+      await m.transport.stop();
+      await m.store.close();
+    }
+    running.clear();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function start(id: string, compactEvery = 10): Promise<Member> {
+    const transport = new TcpTransport({ id, clusterKey: KEY, port: ports.get(id) ?? 0 });
+    await transport.start();
+    const addr = transport.address();
+    if ("port" in addr) ports.set(id, addr.port);
+    for (const [other, m] of running) {
+      transport.addPeer(other, m.transport.address());
+      m.transport.addPeer(id, transport.address());
+    }
+    const store = LmdbStore.open(join(dir, id));
+    const kv = new RegisterMachine();
+    const raft = new RaftNode({
+      id,
+      voters: IDS,
+      transport,
+      clock: realClock,
+      rng: createRng(IDS.indexOf(id) + 1),
+      store,
+      stateMachine: kv,
+      compactEvery,
+    });
+    raft.start();
+    const m = { id, transport, raft, kv, store };
+    running.set(id, m);
+    return m;
+  }
+
+  async function stop(id: string): Promise<void> {
+    const m = running.get(id)!;
+    running.delete(id);
+    m.raft.stop();
+    await m.transport.stop();
+    await m.store.close();
+  }
+
+  it("a follower far behind catches up from a snapshot larger than a frame, sent in chunks", async () => {
+    for (const id of IDS) await start(id);
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const leader = () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const behind = IDS.find((id) => id !== leader().id)!;
+    await stop(behind);
+    // 6 MiB of state while it is away; the log is compacted every 10 entries, so it needs a snapshot.
+    const value = "x".repeat(200 * 1024);
+    for (let i = 0; i < 30; i++)
+      await leader().raft.propose({ op: "put", key: `k${i}`, value: `${i}${value}` });
+    const l = leader();
+    expect(l.raft.core.log.snapshotIndex).toBeGreaterThan(20);
+    const back = await start(behind);
+    await waitFor(() => back.kv.values.size === 30, `${behind} to catch up`, 30_000);
+    expect(back.kv.values.get("k29")).toBe(`29${value}`);
+    expect(back.raft.core.log.snapshotIndex).toBeGreaterThan(20);
+    // It was more than one frame could carry.
+    expect([...back.kv.values.values()].reduce((n, v) => n + v.length, 0)).toBeGreaterThan(
+      DEFAULT_MAX_FRAME_BYTES,
+    );
+    // And it keeps up from there on.
+    await leader().raft.propose({ op: "put", key: "after", value: "1" });
+    await waitFor(() => back.kv.values.get("after") === "1", "the next write");
+  }, 60_000);
+
+  it("a follower behind by more entries than a frame can carry catches up through several appends", async () => {
+    for (const id of IDS) await start(id, 100_000);
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const leader = () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const behind = IDS.find((id) => id !== leader().id)!;
+    await stop(behind);
+    const value = "x".repeat(200 * 1024);
+    for (let i = 0; i < 30; i++)
+      await leader().raft.propose({ op: "put", key: `k${i}`, value: `${i}${value}` });
+    expect(leader().raft.core.log.snapshotIndex).toBe(0);
+    const back = await start(behind, 100_000);
+    await waitFor(() => back.kv.values.size === 30, `${behind} to catch up`, 30_000);
+    expect(back.kv.values.get("k29")).toBe(`29${value}`);
+  }, 60_000);
+
+  it("a proposal too large for one log entry fails at once with a clear error", async () => {
+    for (const id of IDS) await start(id);
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    await expect(
+      l.raft.propose({ op: "put", key: "big", value: "x".repeat(4 * 1024 * 1024) }),
+    ).rejects.toThrow(/larger than the \d+ a log entry may take/);
+    await l.raft.propose({ op: "put", key: "small", value: "y" });
+  }, 30_000);
+});
