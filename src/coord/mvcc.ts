@@ -317,11 +317,15 @@ export class MvccStore {
 
   // ---- snapshots ----------------------------------------------------------------------------
 
+  /**
+   * The whole state, for a snapshot. It shares the store's own objects (copying them cost as much
+   * as encoding them: 70 ms at 50,000 revisions): encode it before the store changes, as RaftNode does.
+   */
   image(): MvccImage {
     return {
       revision: this.revision,
       compacted: this.compacted,
-      versions: this.keys.map((k) => [k, this.versions.get(k)!.map((v) => ({ ...v, kv: { ...v.kv } }))]),
+      versions: this.keys.map((k) => [k, this.versions.get(k)!]),
       leases: [...this.leases.values()].map((l) => ({
         id: l.id,
         ttl: l.ttl,

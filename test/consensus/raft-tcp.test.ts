@@ -119,6 +119,22 @@ describe("Raft over TCP with LMDB", () => {
     expect(back.kv.values.get("k29")).toBe(`29${value}`);
   }, 60_000);
 
+  it("snapshots come less often as the state grows, so that their cost per write stays flat", async () => {
+    for (const id of IDS) await start(id, 1);
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const taken = new Set<number>();
+    const value = "x".repeat(100 * 1024);
+    for (let i = 0; i < 40; i++) {
+      await l.raft.propose({ op: "put", key: `k${i}`, value });
+      taken.add(l.raft.core.log.snapshotIndex);
+    }
+    // Every entry would be a snapshot (compactEvery 1) were it not for the bytes rule: a snapshot
+    // waits for as many bytes of log as the last one took, which here grows with every put.
+    expect(taken.size).toBeGreaterThan(3);
+    expect(taken.size).toBeLessThan(20);
+  }, 30_000);
+
   it("a proposal too large for one log entry fails at once with a clear error", async () => {
     for (const id of IDS) await start(id);
     await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
