@@ -44,7 +44,7 @@ describe("Raft over TCP with LMDB", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(id: string, compactEvery = 10): Promise<Member> {
+  async function start(id: string, compactEvery: number): Promise<Member> {
     const transport = new TcpTransport({ id, clusterKey: KEY, port: ports.get(id) ?? 0 });
     await transport.start();
     const addr = transport.address();
@@ -79,21 +79,32 @@ describe("Raft over TCP with LMDB", () => {
     await m.store.close();
   }
 
-  it("a follower far behind catches up from a snapshot larger than a frame, sent in chunks", async () => {
-    for (const id of IDS) await start(id);
+  /** Three members up and a leader elected; returns who leads now (it may change). */
+  async function cluster(compactEvery: number): Promise<() => Member> {
+    for (const id of IDS) await start(id, compactEvery);
     await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
-    const leader = () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    return () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
+  }
+
+  /** One follower stopped while 30 puts of 200 KiB (6 MiB in all) go in; then it comes back. */
+  async function awayDuringBigWrites(leader: () => Member, compactEvery: number) {
     const behind = IDS.find((id) => id !== leader().id)!;
     await stop(behind);
-    // 6 MiB of state while it is away; the log is compacted every 10 entries, so it needs a snapshot.
     const value = "x".repeat(200 * 1024);
     for (let i = 0; i < 30; i++)
       await leader().raft.propose({ op: "put", key: `k${i}`, value: `${i}${value}` });
-    const l = leader();
-    expect(l.raft.core.log.snapshotIndex).toBeGreaterThan(20);
-    const back = await start(behind);
+    const before = leader().raft.core.log.snapshotIndex;
+    const back = await start(behind, compactEvery);
     await waitFor(() => back.kv.values.size === 30, `${behind} to catch up`, 30_000);
     expect(back.kv.values.get("k29")).toBe(`29${value}`);
+    return { back, before };
+  }
+
+  it("a follower far behind catches up from a snapshot larger than a frame, sent in chunks", async () => {
+    // The log is compacted every 10 entries, so the follower needs a snapshot.
+    const leader = await cluster(10);
+    const { back, before } = await awayDuringBigWrites(leader, 10);
+    expect(before).toBeGreaterThan(20);
     expect(back.raft.core.log.snapshotIndex).toBeGreaterThan(20);
     // It was more than one frame could carry.
     expect([...back.kv.values.values()].reduce((n, v) => n + v.length, 0)).toBeGreaterThan(
@@ -105,24 +116,13 @@ describe("Raft over TCP with LMDB", () => {
   }, 60_000);
 
   it("a follower behind by more entries than a frame can carry catches up through several appends", async () => {
-    for (const id of IDS) await start(id, 100_000);
-    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
-    const leader = () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
-    const behind = IDS.find((id) => id !== leader().id)!;
-    await stop(behind);
-    const value = "x".repeat(200 * 1024);
-    for (let i = 0; i < 30; i++)
-      await leader().raft.propose({ op: "put", key: `k${i}`, value: `${i}${value}` });
-    expect(leader().raft.core.log.snapshotIndex).toBe(0);
-    const back = await start(behind, 100_000);
-    await waitFor(() => back.kv.values.size === 30, `${behind} to catch up`, 30_000);
-    expect(back.kv.values.get("k29")).toBe(`29${value}`);
+    const leader = await cluster(100_000);
+    const { before } = await awayDuringBigWrites(leader, 100_000);
+    expect(before).toBe(0);
   }, 60_000);
 
   it("snapshots come less often as the state grows, so that their cost per write stays flat", async () => {
-    for (const id of IDS) await start(id, 1);
-    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
-    const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const l = (await cluster(1))();
     const taken = new Set<number>();
     const value = "x".repeat(100 * 1024);
     for (let i = 0; i < 40; i++) {
@@ -136,9 +136,7 @@ describe("Raft over TCP with LMDB", () => {
   }, 30_000);
 
   it("a proposal too large for one log entry fails at once with a clear error", async () => {
-    for (const id of IDS) await start(id);
-    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
-    const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const l = (await cluster(10))();
     await expect(
       l.raft.propose({ op: "put", key: "big", value: "x".repeat(4 * 1024 * 1024) }),
     ).rejects.toThrow(/larger than the \d+ a log entry may take/);
