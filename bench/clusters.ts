@@ -112,6 +112,15 @@ export interface FaultlineClusterOptions {
   agent?: boolean;
 }
 
+/**
+ * Extra node options for the coordination members, from FAULTLINE_BENCH_NODE_ARGS — for example
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them (NODE_OPTIONS refuses --cpu-prof). A
+ * profile is written when a member exits on SIGTERM, not on the SIGKILL `stop` sends.
+ */
+function memberNodeArgs(): string[] {
+  return (process.env.FAULTLINE_BENCH_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+}
+
 /** Three `faultline coord` members, each its own OS process. */
 export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), "faultline-coord-"));
@@ -179,7 +188,11 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
       clientPort: ports[i + 3]!,
       proc: undefined as unknown as ChildProcess,
       restart: () => {
-        m.proc = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "ignore", "inherit"] });
+        m.proc = spawn(process.execPath, [...memberNodeArgs(), ...args], {
+          cwd: ROOT,
+          env,
+          stdio: ["ignore", "ignore", "inherit"],
+        });
       },
     };
     m.restart();
