@@ -84,7 +84,7 @@ export function simRaftNode(
       electionTimeoutMs: 150,
       suspectAfterMs: 80,
       maxBatchBytes: 600,
-      snapshotChunkBytes: 48,
+      snapshotChunkBytes: 8,
       ...o.raft,
     },
     commitDelay: () => disk.range(0.05, 2),
