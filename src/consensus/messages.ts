@@ -1,4 +1,5 @@
 import type { NodeId } from "../net/transport.ts";
+import { encode } from "../runtime/codec.ts";
 
 /** One log entry. `config` entries carry the voter set that takes effect when they are appended. */
 export interface Entry {
@@ -108,7 +109,9 @@ function isSnapshotMeta(m: unknown): m is SnapshotMeta {
 
 /**
  * About how many bytes `v` takes once encoded — never fewer (a string counts 3 bytes a UTF-16 unit,
- * the most UTF-8 needs): what keeps an append message under the frame limit without encoding it twice.
+ * the most UTF-8 needs): what keeps an append message under the frame limit without encoding it
+ * twice. Plain objects, arrays and byte arrays are counted; anything else (a Map, a Date, a class
+ * instance) is encoded to be measured.
  */
 export function approxBytes(v: unknown): number {
   switch (typeof v) {
@@ -117,16 +120,25 @@ export function approxBytes(v: unknown): number {
     case "number":
     case "bigint":
       return 9;
+    case "boolean":
+      return 1;
+    case "undefined":
+      return 3; // msgpackr writes undefined as a 3-byte extension
     case "object": {
       if (v === null) return 1;
       if (v instanceof Uint8Array) return 5 + v.byteLength;
       let n = 5;
-      if (Array.isArray(v)) for (const x of v) n += approxBytes(x);
-      else for (const [k, x] of Object.entries(v)) n += 5 + k.length * 3 + approxBytes(x);
+      if (Array.isArray(v)) {
+        for (const x of v) n += approxBytes(x);
+        return n;
+      }
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return encode(v).byteLength;
+      for (const [k, x] of Object.entries(v)) n += 5 + k.length * 3 + approxBytes(x);
       return n;
     }
     default:
-      return 1;
+      return encode(v).byteLength;
   }
 }
 
@@ -136,7 +148,7 @@ const entryBytes = new WeakMap<Entry, number>();
 export function approxEntryBytes(e: Entry): number {
   let n = entryBytes.get(e);
   if (n === undefined) {
-    n = 40 + approxBytes(e.data);
+    n = 48 + approxBytes(e.data); // index, term (9 bytes each), type, the keys
     entryBytes.set(e, n);
   }
   return n;
@@ -191,8 +203,8 @@ export function isRaftMessage(m: unknown): m is RaftMessage {
         isIndex(x.offset) &&
         isIndex(x.total) &&
         x.chunk instanceof Uint8Array &&
-        (x.offset as number) + x.chunk.byteLength <= (x.total as number) &&
-        (x.chunk.byteLength > 0 || x.total === 0)
+        x.chunk.byteLength > 0 && // an encoded snapshot is never empty
+        (x.offset as number) + x.chunk.byteLength <= (x.total as number)
       );
     case "snap-r":
       return isIndex(x.index) && isIndex(x.offset);

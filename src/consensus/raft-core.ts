@@ -432,6 +432,7 @@ export class RaftCore {
       this.term = term;
       this.vote = null;
       this.hardDirty = true;
+      this.incoming = undefined; // a new term's leader sends its own snapshot
     }
     this.role = "follower";
     this.progress.clear();
@@ -445,6 +446,7 @@ export class RaftCore {
   }
 
   private becomeLeader(now: number): void {
+    this.incoming = undefined;
     this.role = "leader";
     this.setLeader(this.id);
     this.progress.clear();
@@ -532,24 +534,23 @@ export class RaftCore {
       return;
     }
     // Chunks are taken in order, from one leader's term (one leader, one snapshot at an index: the
-    // bytes of two chunks always belong together); a first chunk starts over.
+    // bytes of two chunks always belong together); a first chunk of another transfer starts over.
+    const same = (x: typeof this.incoming): x is NonNullable<typeof this.incoming> =>
+      x !== undefined &&
+      x.term === m.term &&
+      x.meta.index === meta.index &&
+      x.meta.term === meta.term &&
+      x.total === m.total;
     let inc = this.incoming;
-    if (m.offset === 0) {
+    if (m.offset === 0 && !same(inc)) {
       inc = { term: m.term, meta, total: m.total, parts: [], received: 0 };
       this.incoming = inc;
     }
-    const fits =
-      inc !== undefined &&
-      inc.term === m.term &&
-      inc.meta.index === meta.index &&
-      inc.meta.term === meta.term &&
-      inc.total === m.total &&
-      inc.received === m.offset;
-    if (!fits || !inc) {
-      // Out of order (a loss or a duplicate): say where this node stands; the leader resends.
-      if (inc && inc.term === m.term && inc.meta.index === meta.index) {
-        this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset: inc.received });
-      }
+    if (!same(inc) || inc.received !== m.offset) {
+      // Out of order (a loss, a duplicate, or a transfer this node no longer holds, as after a
+      // restart): say where this node stands, so that the leader goes on from there.
+      const offset = same(inc) ? inc.received : 0;
+      this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset });
       return;
     }
     // A copy: a decoded chunk may be a view into a buffer the transport reuses.
@@ -668,12 +669,18 @@ export class RaftCore {
     const pr = this.role === "leader" ? this.progress.get(from) : undefined;
     if (pr?.state !== "snapshot" || !pr.sending) return;
     pr.active = true;
-    // Only progress moves the transfer on (a stale or duplicated reply would send chunks twice).
-    if (m.index !== pr.sending.meta.index || m.offset <= pr.snapOffset) return;
-    if (m.offset >= pr.sending.data.byteLength) return; // the last chunk is answered by an app-r
-    pr.snapOffset = m.offset;
-    pr.snapshotSentAt = now;
-    this.sendChunk(now, from, pr);
+    if (m.index !== pr.sending.meta.index || m.offset >= pr.sending.data.byteLength) return; // (the last chunk is answered by an app-r)
+    if (m.offset > pr.snapOffset) {
+      pr.snapOffset = m.offset;
+      pr.snapshotSentAt = now;
+      this.sendChunk(now, from, pr);
+    } else if (m.offset < pr.snapOffset && now - pr.snapshotSentAt >= this.options.heartbeatMs) {
+      // The follower holds less than the leader thought (it lost a chunk, or restarted) and the
+      // transfer has not moved for a heartbeat: go on from where it is. (A stale reply while the
+      // transfer moves is ignored, so duplicates cannot send it back and forth.)
+      pr.snapOffset = m.offset;
+      this.sendChunk(now, from, pr);
+    }
   }
 
   private onAppendResponse(now: number, from: NodeId, m: Msg<"app-r">): void {
@@ -837,6 +844,7 @@ export class RaftCore {
   private commitTo(index: number): void {
     if (index <= this.commit) return;
     this.commit = index;
+    if (this.incoming && this.incoming.meta.index <= index) this.incoming = undefined; // no longer needed
     this.releaseApply();
   }
 

@@ -70,6 +70,8 @@ interface Proposal {
 
 const HARD = "hard";
 const SNAP = "snap";
+/** A stored snapshot's `enc` mark: its data is the state machine's snapshot encoded with the codec. */
+const SNAP_ENCODED = 1;
 const entryKey = (i: number) => `e/${i.toString().padStart(16, "0")}`;
 
 /**
@@ -107,11 +109,11 @@ export class RaftNode {
     this.sm = o.stateMachine;
     const data = o.store.load();
     const hard = (data.get(HARD) as HardState | undefined) ?? { term: 0, vote: null };
-    const stored = data.get(SNAP) as { meta: Snapshot["meta"]; data: unknown } | undefined;
-    // A store written before snapshots were kept encoded holds the state itself: encode it now.
+    const stored = data.get(SNAP) as { meta: Snapshot["meta"]; data: unknown; enc?: number } | undefined;
+    // A store written before snapshots were kept encoded (no `enc` mark) holds the state itself.
     const snapshot: Snapshot | undefined = stored && {
       meta: stored.meta,
-      data: stored.data instanceof Uint8Array ? stored.data : encode(stored.data),
+      data: stored.enc === SNAP_ENCODED ? (stored.data as Uint8Array) : encode(stored.data),
     };
     const entries: Entry[] = [];
     for (const [k, v] of data) if (k.startsWith("e/")) entries.push(v as Entry);
@@ -264,7 +266,20 @@ export class RaftNode {
       else this.held.push({ seq: r.durableSeq, sends: r.sendDurable });
     }
     if (r.applySnapshot) {
-      this.sm.restore(decode(r.applySnapshot.data));
+      let state: unknown;
+      try {
+        state = decode(r.applySnapshot.data);
+      } catch (e) {
+        // Authenticated bytes from a member that do not decode: a bug or a version mismatch. This
+        // member's log is already replaced by the snapshot, so it cannot go on.
+        this.o.logger?.error(
+          { err: e, index: r.applySnapshot.meta.index },
+          "a snapshot from the leader does not decode: this member stops; restore it from another member's data",
+        );
+        this.stop();
+        return;
+      }
+      this.sm.restore(state);
       this.snapshotBytes = r.applySnapshot.data.byteLength;
       this.appliedBytes = 0;
       const e = new FaultlineError(ErrorCode.Aborted, "replaced by a snapshot: the outcome is unknown");
@@ -356,7 +371,7 @@ export class RaftNode {
     while (this.queue.length && this.queue[0]!.seq <= seq) {
       const w = this.queue.shift()!;
       if (w.snapshot) {
-        batch.set(SNAP, w.snapshot);
+        batch.set(SNAP, { ...w.snapshot, enc: SNAP_ENCODED });
         for (let i = this.storedFirst; i && i <= Math.min(w.snapshot.meta.index, this.storedLast); i++) {
           batch.set(entryKey(i), undefined);
         }

@@ -137,6 +137,7 @@ export const Errors = {
   future: { grpc: Status.OutOfRange, message: "etcdserver: mvcc: required revision is a future revision" },
   keyNotFound: { grpc: Status.InvalidArgument, message: "etcdserver: key not found" },
   tooLarge: { grpc: Status.InvalidArgument, message: "etcdserver: request is too large" },
+  tooManyOps: { grpc: Status.InvalidArgument, message: "etcdserver: too many operations in txn request" },
   leaseNotFound: { grpc: Status.NotFound, message: "etcdserver: requested lease not found" },
   leaseExists: { grpc: Status.FailedPrecondition, message: "etcdserver: lease already exists" },
   duplicateKey: { grpc: Status.InvalidArgument, message: "etcdserver: duplicate key given in txn request" },

@@ -1,9 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { Entry, RaftMessage } from "../../src/consensus/messages.ts";
+import { approxBytes, type Entry, type RaftMessage } from "../../src/consensus/messages.ts";
 import { RaftCore } from "../../src/consensus/raft-core.ts";
 import { RaftLog } from "../../src/consensus/raft-log.ts";
 import { RAFT_DEFAULTS, type RaftRestore, type Ready } from "../../src/consensus/raft-types.ts";
+import { encode } from "../../src/runtime/codec.ts";
 import { createRng } from "../../src/runtime/rng.ts";
 import {
   checkLinearizable,
@@ -219,5 +220,75 @@ describe("linearizability checker", () => {
     };
     expect(checkLinearizable(registerModel, [pending, get(null, 1, 2), get("p", 3, 4)]).ok).toBe(true);
     expect(checkLinearizable(registerModel, [pending, get("p", 1, 2), get(null, 3, 4)]).ok).toBe(false);
+  });
+});
+
+describe("RaftCore: snapshots in chunks", () => {
+  const meta = { index: 40, term: 2, voters: ids };
+  const data = Buffer.from("0123456789abcdefghijklmnopqrstuv"); // 32 bytes, 4 chunks of 8
+  const chunk = (offset: number, term = 2): RaftMessage => ({
+    p: "raft",
+    t: "snap",
+    term,
+    meta,
+    offset,
+    total: data.length,
+    chunk: data.subarray(offset, offset + 8),
+  });
+  const replies = (r: Ready) => [...r.send, ...r.sendDurable].map((s) => s.msg);
+
+  it("a follower takes chunks in order, keeps what it holds through duplicates, and installs the whole snapshot", () => {
+    const b = core("b");
+    expect(replies(b.receive(1, "a", chunk(0)))).toEqual([
+      { p: "raft", t: "snap-r", term: 2, index: 40, offset: 8 },
+    ]);
+    expect(replies(b.receive(2, "a", chunk(8)))).toMatchObject([{ t: "snap-r", offset: 16 }]);
+    // A duplicate of the first chunk, late: the follower keeps its 16 bytes and says so.
+    expect(replies(b.receive(3, "a", chunk(0)))).toMatchObject([{ t: "snap-r", offset: 16 }]);
+    // A chunk from further on (one was lost): where it stands, again.
+    expect(replies(b.receive(4, "a", chunk(24)))).toMatchObject([{ t: "snap-r", offset: 16 }]);
+    expect(b.receive(5, "a", chunk(16)).applySnapshot).toBeUndefined();
+    const done = b.receive(6, "a", chunk(24));
+    expect(done.applySnapshot?.meta).toEqual(meta);
+    expect(Buffer.from(done.applySnapshot!.data).toString()).toBe(data.toString());
+    expect(b.commit).toBe(40);
+    expect(replies(done)).toMatchObject([{ t: "app-r", ok: true, index: 40 }]);
+  });
+
+  it("a follower with no transfer in hand (it restarted) answers a later chunk with offset 0, so the leader starts over", () => {
+    const b = core("b");
+    expect(replies(b.receive(1, "a", chunk(16)))).toMatchObject([{ t: "snap-r", index: 40, offset: 0 }]);
+  });
+
+  it("chunks of another term's leader do not join a transfer; its first chunk starts a new one", () => {
+    const b = core("b");
+    b.receive(1, "a", chunk(0, 2));
+    b.receive(2, "a", chunk(8, 2));
+    expect(replies(b.receive(3, "c", chunk(16, 3)))).toMatchObject([{ t: "snap-r", offset: 0 }]);
+    expect(replies(b.receive(4, "c", chunk(0, 3)))).toMatchObject([{ t: "snap-r", offset: 8 }]);
+  });
+});
+
+describe("approxBytes", () => {
+  it("never counts fewer bytes than the codec writes (what keeps every append under the frame limit)", () => {
+    fc.assert(
+      fc.property(
+        fc.anything({
+          withMap: true,
+          withSet: true,
+          withDate: true,
+          withNullPrototype: true,
+          withSparseArray: true,
+          withBoxedValues: false,
+          withTypedArray: false,
+        }),
+        fc.uint8Array({ maxLength: 64 }),
+        (v, bytes) => {
+          for (const x of [v, { v, bytes }, [bytes, v]])
+            expect(approxBytes(x)).toBeGreaterThanOrEqual(encode(x).byteLength);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });

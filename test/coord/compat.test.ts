@@ -157,6 +157,15 @@ describe.skipIf(!available)(
               () => "accepted",
               (e: Error) => e.message,
             );
+          // More operations than a transaction may hold (128 by default).
+          const tooMany = await client
+            .if("w/1", "Value", "==", "one")
+            .then(...Array.from({ length: 129 }, (_, i) => client.put(`w/m${i}`).value("x")))
+            .commit()
+            .then(
+              () => "accepted",
+              (e: Error) => e.message,
+            );
           await new Promise((r) => setTimeout(r, 300));
           await watcher.cancel();
           return {
@@ -168,6 +177,7 @@ describe.skipIf(!available)(
             gone,
             deleted: Number(deleted.deleted),
             tooLarge,
+            tooMany,
             seen,
           };
         } finally {
@@ -179,6 +189,7 @@ describe.skipIf(!available)(
       expect(ours).toEqual(theirs);
       expect(ours.seen).toContain("put w/1=one");
       expect(ours.tooLarge).toMatch(/request is too large/);
+      expect(ours.tooMany).toMatch(/too many operations in txn request/);
     }, 60_000);
 
     it("etcdctl's lock and election recipes (leases, transactions, watches) behave the same", async () => {
