@@ -64,13 +64,27 @@ export function superviseLifecycle(stop: () => Promise<void>, onMessage: (m: ToN
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
-    await stop();
-    process.exit(0);
+    // A stop that hangs must not keep this process alive past its supervisor.
+    setTimeout(() => {
+      process.stderr.write(`faultline: stopping took more than ${STOP_LIMIT_MS} ms; exiting\n`);
+      process.exit(1);
+    }, STOP_LIMIT_MS).unref();
+    try {
+      await stop();
+    } finally {
+      process.exit(0);
+    }
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);
   if (typeof process.send === "function") {
     process.on("disconnect", shutdown);
     process.on("message", (m: ToNode) => onMessage(m));
+    // The supervisor may have died while this process was starting (a host agent builds and tests
+    // its exit helper first): its 'disconnect' came before anyone listened.
+    if (!process.connected) void shutdown();
   }
 }
+
+/** How long `stop` may take once the supervisor is gone or a signal came. */
+const STOP_LIMIT_MS = 5000;
