@@ -142,6 +142,14 @@ export function approxBytes(v: unknown): number {
   }
 }
 
+/**
+ * Whether `v` encodes to more than `max` bytes: the estimate first (it never falls short), the
+ * encoding itself only when the estimate is over.
+ */
+export function encodesOver(v: unknown, max: number): boolean {
+  return approxBytes(v) > max && encode(v).byteLength > max;
+}
+
 const entryBytes = new WeakMap<Entry, number>();
 
 /** `approxBytes` of an entry, remembered (an entry is sent to every follower, and again after a loss). */

@@ -1,9 +1,10 @@
 import type { NodeId } from "../net/transport.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
-import type { Entry, HardState, RaftMessage, Snapshot, SnapshotMeta } from "./messages.ts";
+import type { Entry, HardState, RaftMessage, Snapshot } from "./messages.ts";
 import { MAX_ENTRIES_PER_MESSAGE } from "./messages.ts";
 import { RaftLog } from "./raft-log.ts";
+import { SnapshotAssembly } from "./raft-snapshot.ts";
 import type { Progress, RaftOptions, RaftRestore, Ready, Role } from "./raft-types.ts";
 
 type Msg<T extends RaftMessage["t"]> = Extract<RaftMessage, { t: T }>;
@@ -59,10 +60,8 @@ export class RaftCore {
   private truncated = false;
   private hardDirty = false;
   private snapDirty: Snapshot | undefined;
-  /** A snapshot arriving in chunks from the leader of `term` (follower). */
-  private incoming:
-    | { term: number; meta: SnapshotMeta; total: number; parts: Uint8Array[]; received: number }
-    | undefined;
+  /** A snapshot arriving in chunks (follower). */
+  private readonly incoming = new SnapshotAssembly();
   private lastLeader: { id: NodeId | undefined; term: number };
   // timers
   private electionAt = 0;
@@ -432,7 +431,7 @@ export class RaftCore {
       this.term = term;
       this.vote = null;
       this.hardDirty = true;
-      this.incoming = undefined; // a new term's leader sends its own snapshot
+      this.incoming.clear(); // a new term's leader sends its own snapshot
     }
     this.role = "follower";
     this.progress.clear();
@@ -446,7 +445,7 @@ export class RaftCore {
   }
 
   private becomeLeader(now: number): void {
-    this.incoming = undefined;
+    this.incoming.clear();
     this.role = "leader";
     this.setLeader(this.id);
     this.progress.clear();
@@ -523,48 +522,23 @@ export class RaftCore {
     const reply = (index: number) =>
       this.sendDurably(from, { p: "raft", t: "app-r", term: this.term, ok: true, index, reject: 0, hint: 0 });
     if (meta.index <= this.commit) {
-      this.incoming = undefined;
+      this.incoming.clear();
       reply(this.commit);
       return;
     }
     if (this.log.term(meta.index) === meta.term) {
-      this.incoming = undefined;
+      this.incoming.clear();
       this.commitTo(meta.index);
       reply(meta.index);
       return;
     }
-    // Chunks are taken in order, from one leader's term (one leader, one snapshot at an index: the
-    // bytes of two chunks always belong together); a first chunk of another transfer starts over.
-    const same = (x: typeof this.incoming): x is NonNullable<typeof this.incoming> =>
-      x !== undefined &&
-      x.term === m.term &&
-      x.meta.index === meta.index &&
-      x.meta.term === meta.term &&
-      x.total === m.total;
-    let inc = this.incoming;
-    if (m.offset === 0 && !same(inc)) {
-      inc = { term: m.term, meta, total: m.total, parts: [], received: 0 };
-      this.incoming = inc;
-    }
-    if (!same(inc) || inc.received !== m.offset) {
-      // Out of order (a loss, a duplicate, or a transfer this node no longer holds, as after a
-      // restart): say where this node stands, so that the leader goes on from there.
-      const offset = same(inc) ? inc.received : 0;
-      this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset });
+    const got = this.incoming.take(m);
+    if ("holds" in got) {
+      // Where this node stands (after a loss, a duplicate or a restart too): the leader goes on from there.
+      this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset: got.holds });
       return;
     }
-    // A copy: a decoded chunk may be a view into a buffer the transport reuses.
-    if (m.chunk.byteLength) inc.parts.push(Buffer.from(m.chunk));
-    inc.received += m.chunk.byteLength;
-    if (inc.received < inc.total) {
-      this.send(from, { p: "raft", t: "snap-r", term: this.term, index: meta.index, offset: inc.received });
-      return;
-    }
-    this.incoming = undefined;
-    const snapshot: Snapshot = {
-      meta,
-      data: inc.parts.length === 1 ? inc.parts[0]! : Buffer.concat(inc.parts, inc.total),
-    };
+    const snapshot: Snapshot = { meta, data: got.data };
     this.log.compactTo(meta.index, meta.term);
     // compactTo kept nothing (the entry at meta.index differed or was missing): the log is the snapshot.
     this.truncated = true;
@@ -588,7 +562,6 @@ export class RaftCore {
       state: "probe",
       probeSent: false,
       inflight: [],
-      pendingSnapshot: 0,
       snapshotSentAt: 0,
       snapOffset: 0,
       chunkSentAt: 0,
@@ -620,7 +593,6 @@ export class RaftCore {
       if (prevTerm === undefined) {
         if (!this.snap) throw this.bug(`no snapshot to send ${to} (next ${pr.next})`);
         pr.state = "snapshot";
-        pr.pendingSnapshot = this.snap.meta.index;
         pr.snapshotSentAt = now;
         pr.sending = this.snap;
         pr.snapOffset = 0;
@@ -693,7 +665,7 @@ export class RaftCore {
         pr.waitingSince = now;
         if (pr.next <= m.index) pr.next = m.index + 1;
         pr.inflight = pr.inflight.filter((i) => i > m.index);
-        if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
+        if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= (pr.sending?.meta.index ?? 0))) {
           pr.state = "replicate";
           pr.next = Math.max(pr.next, pr.match + 1);
           pr.inflight = [];
@@ -844,7 +816,7 @@ export class RaftCore {
   private commitTo(index: number): void {
     if (index <= this.commit) return;
     this.commit = index;
-    if (this.incoming && this.incoming.meta.index <= index) this.incoming = undefined; // no longer needed
+    this.incoming.clearUpTo(index); // no longer needed
     this.releaseApply();
   }
 

@@ -6,9 +6,9 @@ import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
 import {
-  approxBytes,
   approxEntryBytes,
   type Entry,
+  encodesOver,
   type HardState,
   isRaftMessage,
   type Snapshot,
@@ -183,13 +183,11 @@ export class RaftNode {
       return;
     }
     const max = this.o.maxProposalBytes ?? 3.5 * 1024 * 1024;
-    // The estimate never falls short; only when it is over is the exact (encoded) size worth taking.
-    const size = approxBytes(data) > max ? encode(data).byteLength : 0;
-    if (size > max) {
+    if (encodesOver(data, max)) {
       done(
         new FaultlineError(
           ErrorCode.BadArgument,
-          `proposal of ${size} bytes is larger than the ${max} a log entry may take; split it`,
+          `proposal of ${encode(data).byteLength} bytes is larger than the ${max} a log entry may take; split it`,
         ),
       );
       return;

@@ -107,7 +107,6 @@ export interface Progress {
   probeSent: boolean;
   /** Last index of each append in flight (replicate). */
   inflight: number[];
-  pendingSnapshot: number;
   /** When the snapshot transfer last moved on (it starts over from a probe if it stalls). */
   snapshotSentAt: number;
   /** The snapshot being sent (kept to the end even if the leader compacts again meanwhile). */

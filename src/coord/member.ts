@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { approxBytes, type Entry } from "../consensus/messages.ts";
+import type { Entry } from "../consensus/messages.ts";
 import { RaftNode } from "../consensus/raft-node.ts";
 import type { RaftOptions } from "../consensus/raft-types.ts";
 import type { Monitor } from "../detect/monitor.ts";
@@ -7,11 +7,11 @@ import type { FailureReport } from "../detect/report.ts";
 import type { DurableStore } from "../durable/store.ts";
 import type { NodeId, Transport } from "../net/transport.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
-import { encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError, isFaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
+import { refusal } from "./limits.ts";
 import { type MvccImage, MvccStore } from "./mvcc.ts";
-import type { Applied, Bytes, Command, RangeRequest, TxnRequest, WatchEvent } from "./types.ts";
+import type { Applied, Bytes, Command, RangeRequest, WatchEvent } from "./types.ts";
 import { Errors, Status } from "./types.ts";
 
 export interface CoordMemberOptions {
@@ -187,15 +187,8 @@ export class CoordMember {
 
   /** Apply a write through the log (on the leader, forwarded if need be). */
   async write(cmd: Command): Promise<{ revision: number; value: unknown }> {
-    if (cmd.c === "txn" && tooManyOps(cmd.req))
-      throw new CoordFailure(Errors.tooManyOps.grpc, Errors.tooManyOps.message);
-    // etcd's rule, on the keys and values; then what one log entry and one forwarded message can
-    // carry (a command's encoding can be larger than its request: empty operations, high bytes).
-    if (
-      requestBytes(cmd) > (this.o.maxRequestBytes ?? 1.5 * 1024 * 1024) ||
-      (approxBytes(cmd) > MAX_COMMAND_BYTES && encode(cmd).byteLength > MAX_COMMAND_BYTES)
-    )
-      throw new CoordFailure(Errors.tooLarge.grpc, Errors.tooLarge.message);
+    const refused = refusal(cmd, this.o.maxRequestBytes);
+    if (refused) throw new CoordFailure(refused.grpc, refused.message);
     const r = (await this.leaderOp({ op: "propose", cmd })) as Applied<unknown>;
     if (!r.ok) throw new CoordFailure(r.error.grpc, r.error.message);
     return { revision: r.revision, value: r.value };
@@ -446,29 +439,4 @@ function withoutPrev(e: WatchEvent): WatchEvent {
 function unwrap(r: Applied<unknown>): { revision: number; value: unknown } {
   if (!r.ok) throw new CoordFailure(r.error.grpc, r.error.message);
   return { revision: r.revision, value: r.value };
-}
-
-const MAX_TXN_OPS = 128;
-/** The largest encoded command: under Raft's 3.5 MiB proposal limit and a 4 MiB frame. */
-const MAX_COMMAND_BYTES = 3 * 1024 * 1024;
-
-/**
- * About the bytes a request carries: its keys and values (latin1 strings: a byte a character),
- * and a few for every field and every element, so that many empty operations count too.
- */
-function requestBytes(v: unknown): number {
-  if (typeof v === "string") return 2 + v.length;
-  if (typeof v !== "object" || v === null) return 8;
-  let n = 2;
-  for (const x of Array.isArray(v) ? v : Object.values(v)) n += 2 + requestBytes(x);
-  return n;
-}
-
-/** etcd's --max-txn-ops (128): no compare or branch list longer, at any level of nesting. */
-function tooManyOps(t: TxnRequest): boolean {
-  if (t.compare.length > MAX_TXN_OPS || t.success.length > MAX_TXN_OPS || t.failure.length > MAX_TXN_OPS)
-    return true;
-  return [...t.success, ...t.failure].some(
-    (op) => op.request_txn !== undefined && tooManyOps(op.request_txn),
-  );
 }
