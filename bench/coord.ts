@@ -237,9 +237,13 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
   const rounds = replicationOnly ? 0 : quick ? 5 : 20;
   const rows: (string | number)[][] = [];
   const repl: (string | number)[][] = [];
+  // One after another, each up (its ports bound) before the next picks free ports.
   const fl = await startFaultline({ durability: "sync", agent: true });
+  await leaderOf(fl);
   const mem = await startFaultline({ durability: "memory", agent: false });
+  await leaderOf(mem);
   const et = await startEtcd();
+  await leaderOf(et);
   const echo = await startHelper<{ port: number }>("bench/echo-peer.ts", ["grpc"]);
   try {
     // Failover, one system at a time (the others idle).

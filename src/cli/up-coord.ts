@@ -23,8 +23,14 @@ export async function freePorts(n: number): Promise<number[]> {
   );
   const ports = servers.map((s) => (s.address() as { port: number }).port);
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  // A port closed here may come back from the next call before its new owner has bound it (two
+  // clusters started one after the other): never hand the same port out twice.
+  if (ports.some((p) => handedOut.has(p))) return freePorts(n);
+  for (const p of ports) handedOut.add(p);
   return ports;
 }
+
+const handedOut = new Set<number>();
 
 /** The `--peers` list of a coordination cluster of `ids` on the given Raft and client ports. */
 export function coordPeers(ids: readonly NodeId[], raftPorts: number[], clientPorts: number[]): string {
