@@ -92,6 +92,8 @@ export class RaftNode {
   private storedFirst = 0;
   private storedLast = 0;
   private durableSeq = 0;
+  /** A batch is on its way to disk (stores with `commitAsync`). */
+  private committing = false;
   private nextRead = 1;
   private timer: { at: number; t: Timer } | undefined;
   private flushing: Timer | undefined;
@@ -362,9 +364,15 @@ export class RaftNode {
     });
   }
 
-  /** Commit every queued write up to `seq` in one batch, then release what waited for it. */
+  /**
+   * Commit every queued write up to `seq` in one batch, then release what waited for it. With a
+   * store that commits off the event loop, one batch is on its way to disk at a time, and what
+   * queues up meanwhile goes in the next: the member keeps replicating, applying and answering
+   * while the disk works (a leader's or follower's fdatasync, ~0.5–2 ms here, no longer stalls
+   * everything else it does).
+   */
   private commitUpTo(seq: number): void {
-    if (this.stopped || seq <= this.durableSeq) return;
+    if (this.stopped || seq <= this.durableSeq || this.committing) return;
     const batch = new Map<string, unknown>();
     while (this.queue.length && this.queue[0]!.seq <= seq) {
       const w = this.queue.shift()!;
@@ -389,7 +397,34 @@ export class RaftNode {
       }
       if (w.hard) batch.set(HARD, w.hard);
     }
-    this.o.store.commit(batch);
+    const store = this.o.store;
+    if (store.commitAsync && !this.o.commitDelay) {
+      this.committing = true;
+      store.commitAsync(batch).then(
+        () => {
+          this.committing = false;
+          this.durableUpTo(seq);
+          const last = this.queue.at(-1);
+          if (last) this.commitUpTo(last.seq);
+        },
+        (e: unknown) => {
+          // As when a synchronous commit throws: this member cannot go on.
+          this.o.logger?.fatal({ err: e }, "raft: the durable store failed to commit; this member stops");
+          this.stop();
+          this.o.clock.setTimer(0, () => {
+            throw e;
+          });
+        },
+      );
+      return;
+    }
+    store.commit(batch);
+    this.durableUpTo(seq);
+  }
+
+  /** Writes up to `seq` are durable: send what waited for them and tell the core. */
+  private durableUpTo(seq: number): void {
+    if (this.stopped) return;
     this.durableSeq = seq;
     while (this.held.length && this.held[0]!.seq <= seq) {
       for (const s of this.held.shift()!.sends) this.o.transport.send(s.to, s.msg);

@@ -16,6 +16,12 @@ export interface DurableStore {
    * the batch is on disk when this returns. Throws if it cannot: the caller must stop.
    */
   commit(writes: ReadonlyMap<string, unknown>): void;
+  /**
+   * `commit` without blocking the event loop on the disk: resolves once the batch is as durable
+   * as `commit` would have made it; rejects if it cannot be (the caller must stop). Batches
+   * complete in the order they were given. Stores that cannot do better leave it out.
+   */
+  commitAsync?(writes: ReadonlyMap<string, unknown>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -77,7 +83,7 @@ export class LmdbStore implements DurableStore {
 
   private constructor(
     readonly dir: string,
-    durability: Durability,
+    private readonly durability: Durability,
   ) {
     this.env = open({ path: dir, noSync: durability !== "sync" });
   }
@@ -101,6 +107,22 @@ export class LmdbStore implements DurableStore {
         else this.env.putSync(k, v);
       }
     });
+  }
+
+  /**
+   * One LMDB transaction, run by lmdb-js's write thread: the event loop goes on while the commit
+   * and its fdatasync take place (lmdb-js's overlapping sync flushes a commit after its write
+   * lock is released). lmdb-js runs transactions in the order they were queued, so a crash keeps a
+   * prefix of the batches, each whole.
+   */
+  async commitAsync(writes: ReadonlyMap<string, unknown>): Promise<void> {
+    await this.env.transaction(() => {
+      for (const [k, v] of writes) {
+        if (v === undefined) void this.env.remove(k);
+        else void this.env.put(k, v);
+      }
+    });
+    if (this.durability === "sync") await this.env.flushed;
   }
 
   async close(): Promise<void> {

@@ -135,6 +135,32 @@ describe("Raft over TCP with LMDB", () => {
     expect(taken.size).toBeLessThan(20);
   }, 30_000);
 
+  it("writes go to disk off the event loop, and every acknowledged one is there after a restart", async () => {
+    const leader = await cluster(100_000);
+    const l = leader();
+    // Count the store's batches: with an fdatasync in flight, later proposals queue for the next.
+    let batches = 0;
+    const commitAsync = l.store.commitAsync.bind(l.store);
+    l.store.commitAsync = (w) => {
+      batches++;
+      return commitAsync(w);
+    };
+    const n = 300;
+    const acked = await Promise.all(
+      Array.from({ length: n }, (_, i) => l.raft.propose({ op: "put", key: `k${i}`, value: `v${i}` })),
+    );
+    expect(acked).toHaveLength(n);
+    expect(batches).toBeGreaterThan(0);
+    expect(batches).toBeLessThan(n / 4);
+    // Everyone down; back up from what each wrote to its disk alone.
+    for (const id of IDS) await stop(id);
+    await cluster(100_000);
+    for (const m of running.values()) {
+      await waitFor(() => m.kv.values.size === n, `${m.id} to replay its log`);
+      expect(m.kv.values.get(`k${n - 1}`)).toBe(`v${n - 1}`);
+    }
+  }, 60_000);
+
   it("a proposal too large for one log entry fails at once with a clear error", async () => {
     const l = (await cluster(10))();
     await expect(
