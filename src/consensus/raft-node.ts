@@ -6,12 +6,12 @@ import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
 import {
-  approxEntryBytes,
   type Entry,
   encodesOver,
   type HardState,
   isRaftMessage,
   type Snapshot,
+  typicalBytes,
 } from "./messages.ts";
 import { RaftCore } from "./raft-core.ts";
 import { RAFT_DEFAULTS, type RaftOptions, type Ready } from "./raft-types.ts";
@@ -86,7 +86,7 @@ export class RaftNode {
   private readonly reads = new Map<number, { done: Done; index?: number }>();
   private readonly held: Array<{ seq: number; sends: Ready["sendDurable"] }> = [];
   private readonly queue: Array<NonNullable<Ready["write"]>> = [];
-  /** Bytes of the last snapshot, and of the entries applied since (by `approxEntryBytes`). */
+  /** Bytes of the last snapshot, and of the entries applied since (by `typicalBytes`). */
   private snapshotBytes = 0;
   private appliedBytes = 0;
   private storedFirst = 0;
@@ -292,7 +292,7 @@ export class RaftNode {
     }
     for (const e of r.apply) {
       const result = this.sm.apply(e);
-      this.appliedBytes += approxEntryBytes(e);
+      this.appliedBytes += typicalBytes(e);
       const p = this.proposals.get(e.index);
       if (!p) continue;
       this.proposals.delete(e.index);
