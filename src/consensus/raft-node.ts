@@ -44,6 +44,12 @@ export interface RaftNodeOptions {
    */
   compactEvery?: number;
   /**
+   * Compact sooner, whatever `compactEvery` says, once the entries since the last snapshot take
+   * this many bytes and at least as many as it did (default 64 MiB): what bounds the log in
+   * memory when entries are large.
+   */
+  compactAtBytes?: number;
+  /**
    * The largest proposal, encoded; a larger one fails at once with FL_BAD_ARGUMENT. Default
    * 3.5 MiB: one entry must fit in an append message under the transport's 4 MiB frame limit.
    */
@@ -327,8 +333,10 @@ export class RaftNode {
 
   private maybeCompact(): void {
     const every = this.o.compactEvery ?? 10_000;
-    if (this.core.applied - this.core.log.snapshotIndex < every || this.appliedBytes < this.snapshotBytes)
-      return;
+    if (this.appliedBytes < this.snapshotBytes) return;
+    const since = this.core.applied - this.core.log.snapshotIndex;
+    if (since < every && this.appliedBytes < (this.o.compactAtBytes ?? 64 * 1024 * 1024)) return;
+    if (since === 0) return;
     // Encoded once, here: the bytes are what is stored and what goes to a follower, in chunks.
     const data = encode(this.sm.snapshot());
     this.snapshotBytes = data.byteLength;

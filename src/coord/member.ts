@@ -24,6 +24,12 @@ export interface CoordMemberOptions {
   raft?: Partial<RaftOptions>;
   /** The detector: reports about the leader drive failover; an owner's exit revokes its leases. */
   monitor?: Monitor;
+  /**
+   * Snapshot the store after this many writes at the least (default 100,000, etcd 3.4's
+   * --snapshot-count). A snapshot here encodes the whole MVCC history, ~2-3 µs a revision, writes
+   * it to disk and deletes the log it replaces; taken every 10,000 writes it cost the members
+   * 15-25 % of their CPU at 64 writers. The log stays bounded in bytes (RaftNode.compactAtBytes).
+   */
   compactEvery?: number;
   /** How long a request forwarded to the leader may take. */
   forwardTimeoutMs?: number;
@@ -99,7 +105,7 @@ export class CoordMember {
       rng: o.rng.fork("raft"),
       store: o.store,
       ...(o.raft ? { raft: o.raft } : {}),
-      ...(o.compactEvery ? { compactEvery: o.compactEvery } : {}),
+      compactEvery: o.compactEvery ?? 100_000,
       ...(o.logger ? { logger: o.logger } : {}),
       stateMachine: {
         apply: (e: Entry) => (e.type === "normal" ? this.mvcc.apply(e.data as Command) : null),

@@ -44,7 +44,7 @@ describe("Raft over TCP with LMDB", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(id: string, compactEvery: number): Promise<Member> {
+  async function start(id: string, compactEvery: number, compactAtBytes?: number): Promise<Member> {
     const transport = new TcpTransport({ id, clusterKey: KEY, port: ports.get(id) ?? 0 });
     await transport.start();
     const addr = transport.address();
@@ -64,6 +64,7 @@ describe("Raft over TCP with LMDB", () => {
       store,
       stateMachine: kv,
       compactEvery,
+      ...(compactAtBytes ? { compactAtBytes } : {}),
     });
     raft.start();
     const m = { id, transport, raft, kv, store };
@@ -137,6 +138,22 @@ describe("Raft over TCP with LMDB", () => {
     // waits for as many bytes of log as the last one took, which here grows with every put.
     expect(taken.size).toBeGreaterThan(3);
     expect(taken.size).toBeLessThan(20);
+  }, 30_000);
+
+  it("large entries compact the log before the entry count says so, which bounds it in memory", async () => {
+    for (const id of IDS) await start(id, 1_000_000, 1024 * 1024);
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
+    const value = "x".repeat(100 * 1024);
+    let most = 0;
+    for (let i = 0; i < 40; i++) {
+      await l.raft.propose({ op: "put", key: `k${i}`, value });
+      most = Math.max(most, l.raft.core.log.lastIndex() - l.raft.core.log.snapshotIndex);
+    }
+    // 4 MiB of values against a 1 MiB cap: snapshots, though 40 entries are far below the count.
+    expect(l.raft.core.log.snapshotIndex).toBeGreaterThan(10);
+    // Between snapshots the log holds as much as the state at most (the bytes rule), never all 40.
+    expect(most).toBeLessThan(40);
   }, 30_000);
 
   it("writes go to disk off the event loop, and every acknowledged one is there after a restart", async () => {
