@@ -1,5 +1,5 @@
 import type { NodeId } from "../net/transport.ts";
-import { encode } from "../runtime/codec.ts";
+import { decode, encode } from "../runtime/codec.ts";
 
 /** One log entry. `config` entries carry the voter set that takes effect when they are appended. */
 export interface Entry {
@@ -191,7 +191,7 @@ const entryBytes = new WeakMap<Entry, number>();
 export function approxEntryBytes(e: Entry): number {
   let n = entryBytes.get(e);
   if (n === undefined) {
-    n = 48 + approxBytes(e.data); // index, term (9 bytes each), type, the keys
+    n = 53 + approxBytes(e.data); // index, term (9 bytes each), type, the keys; 5: the wire's bin header
     entryBytes.set(e, n);
   }
   return n;
@@ -256,4 +256,56 @@ export function isRaftMessage(m: unknown): m is RaftMessage {
     default:
       return false;
   }
+}
+
+const wireBytes = new WeakMap<Entry, Uint8Array>();
+
+/**
+ * An entry's encoding, made once and kept with it: what an append carries (to every follower)
+ * and what the log stores, so neither encodes the entry again. An entry is never changed once
+ * made, so its bytes stay right.
+ */
+export function encodedEntry(e: Entry): Uint8Array {
+  let b = wireBytes.get(e);
+  if (b === undefined) {
+    b = encode(e);
+    wireBytes.set(e, b);
+  }
+  return b;
+}
+
+/** An entry from its encoding, the bytes kept with it; undefined if they are not an entry. */
+export function decodeEntry(b: Uint8Array): Entry | undefined {
+  let e: unknown;
+  try {
+    e = decode(b);
+  } catch {
+    return undefined;
+  }
+  if (!isEntry(e)) return undefined;
+  wireBytes.set(e, b);
+  return e;
+}
+
+/** A message as it goes on the wire: an append's entries as their encodings. */
+export function toWire(m: RaftMessage): unknown {
+  return m.t === "app" && m.entries.length ? { ...m, entries: m.entries.map(encodedEntry) } : m;
+}
+
+/**
+ * A message from the wire as the core takes it: an append's encoded entries decoded (entries sent
+ * as objects, by a member from before entries travelled encoded, pass as they are). Undefined if
+ * an encoding is not an entry; the message is then malformed.
+ */
+export function fromWire(m: unknown): unknown {
+  const x = m as { t?: unknown; entries?: unknown };
+  if (x.t !== "app" || !Array.isArray(x.entries) || x.entries.length > MAX_ENTRIES_PER_MESSAGE) return m;
+  if (!x.entries.some((e) => e instanceof Uint8Array)) return m;
+  const entries: Entry[] = [];
+  for (const b of x.entries) {
+    const e = b instanceof Uint8Array ? decodeEntry(b) : undefined;
+    if (!e) return undefined;
+    entries.push(e);
+  }
+  return { ...x, entries };
 }

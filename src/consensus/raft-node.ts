@@ -6,11 +6,16 @@ import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
 import {
+  decodeEntry,
   type Entry,
+  encodedEntry,
   encodesOver,
+  fromWire,
   type HardState,
   isRaftMessage,
+  type RaftMessage,
   type Snapshot,
+  toWire,
   typicalBytes,
 } from "./messages.ts";
 import { RaftCore } from "./raft-core.ts";
@@ -124,7 +129,18 @@ export class RaftNode {
       data: stored.enc === SNAP_ENCODED ? (stored.data as Uint8Array) : encode(stored.data),
     };
     const entries: Entry[] = [];
-    for (const [k, v] of data) if (k.startsWith("e/")) entries.push(v as Entry);
+    for (const [k, v] of data) {
+      if (!k.startsWith("e/")) continue;
+      // Entries are stored encoded (stores written before that hold them as objects).
+      const e = v instanceof Uint8Array ? decodeEntry(v) : (v as Entry);
+      if (!e) {
+        throw new FaultlineError(
+          ErrorCode.BadStore,
+          `raft log entry ${k} in the durable store does not decode: the store is damaged. Nothing was changed; restore this member's data from a backup, or remove the member and add it back empty`,
+        );
+      }
+      entries.push(e);
+    }
     entries.sort((a, b) => a.index - b.index);
     this.storedFirst = entries[0]?.index ?? 0;
     this.storedLast = entries.at(-1)?.index ?? 0;
@@ -147,6 +163,7 @@ export class RaftNode {
   start(): void {
     this.off = this.o.transport.on("message", (from, m) => {
       if (typeof m !== "object" || m === null || (m as { p?: unknown }).p !== "raft") return;
+      m = fromWire(m);
       if (!isRaftMessage(m)) {
         this.malformed++;
         return;
@@ -266,9 +283,9 @@ export class RaftNode {
       this.queue.push(r.write);
       this.scheduleCommit();
     }
-    for (const s of r.send) this.o.transport.send(s.to, s.msg);
+    for (const s of r.send) this.sendRaft(s.to, s.msg);
     if (r.sendDurable.length) {
-      if (r.durableSeq <= this.durableSeq) for (const s of r.sendDurable) this.o.transport.send(s.to, s.msg);
+      if (r.durableSeq <= this.durableSeq) for (const s of r.sendDurable) this.sendRaft(s.to, s.msg);
       else this.held.push({ seq: r.durableSeq, sends: r.sendDurable });
     }
     if (r.applySnapshot) {
@@ -394,7 +411,7 @@ export class RaftNode {
         if (this.storedLast < this.storedFirst) this.storedFirst = this.storedLast = 0;
       }
       for (const e of w.entries) {
-        batch.set(entryKey(e.index), e);
+        batch.set(entryKey(e.index), encodedEntry(e));
         if (!this.storedFirst) this.storedFirst = e.index;
         this.storedLast = Math.max(this.storedLast, e.index);
       }
@@ -430,12 +447,16 @@ export class RaftNode {
     this.durableUpTo(seq);
   }
 
+  private sendRaft(to: NodeId, msg: RaftMessage): void {
+    this.o.transport.send(to, toWire(msg));
+  }
+
   /** Writes up to `seq` are durable: send what waited for them and tell the core. */
   private durableUpTo(seq: number): void {
     if (this.stopped) return;
     this.durableSeq = seq;
     while (this.held.length && this.held[0]!.seq <= seq) {
-      for (const s of this.held.shift()!.sends) this.o.transport.send(s.to, s.msg);
+      for (const s of this.held.shift()!.sends) this.sendRaft(s.to, s.msg);
     }
     this.perform(this.core.durable(this.o.clock.now(), seq));
   }

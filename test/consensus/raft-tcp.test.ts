@@ -156,6 +156,28 @@ describe("Raft over TCP with LMDB", () => {
     expect(most).toBeLessThan(40);
   }, 30_000);
 
+  it("a damaged log entry in the store stops the member at start with a clear error", async () => {
+    const store = LmdbStore.open(join(dir, "damaged"));
+    try {
+      store.commit(new Map([["e/0000000000000001", new Uint8Array([0xc1, 0x00])]]));
+      const transport = new TcpTransport({ id: "a", clusterKey: KEY });
+      expect(
+        () =>
+          new RaftNode({
+            id: "a",
+            voters: IDS,
+            transport,
+            clock: realClock,
+            rng: createRng(1),
+            store,
+            stateMachine: new RegisterMachine(),
+          }),
+      ).toThrow(/e\/0000000000000001 .*does not decode: the store is damaged/);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("writes go to disk off the event loop, and every acknowledged one is there after a restart", async () => {
     const leader = await cluster(100_000);
     const l = leader();
