@@ -268,7 +268,9 @@ const wireBytes = new WeakMap<Entry, Uint8Array>();
 export function encodedEntry(e: Entry): Uint8Array {
   let b = wireBytes.get(e);
   if (b === undefined) {
-    b = encode(e);
+    // A copy: what the codec returns is a view into its shared output buffer, which a kept view
+    // would keep alive whole (and structuredClone would copy whole).
+    b = Uint8Array.prototype.slice.call(encode(e));
     wireBytes.set(e, b);
   }
   return b;
@@ -283,7 +285,8 @@ export function decodeEntry(b: Uint8Array): Entry | undefined {
     return undefined;
   }
   if (!isEntry(e)) return undefined;
-  wireBytes.set(e, b);
+  // Kept as a copy of its own: `b` is usually a view into a whole frame or socket read.
+  wireBytes.set(e, Uint8Array.prototype.slice.call(b));
   return e;
 }
 

@@ -4,6 +4,7 @@ import {
   approxBytes,
   approxEntryBytes,
   type Entry,
+  encodedEntry,
   fromWire,
   isRaftMessage,
   type RaftMessage,
@@ -346,6 +347,9 @@ describe("appends on the wire", () => {
           const back = fromWire(decode(encode(toWire(m)))); // as the transport carries it
           expect(isRaftMessage(back)).toBe(true);
           expect(back).toEqual(decode(encode(m))); // what the message as objects would have been
+          // The bytes kept with each entry own their memory: a view would pin a whole frame.
+          for (const e of [...entries, ...(back as { entries: Entry[] }).entries])
+            expect(encodedEntry(e).buffer.byteLength).toBe(encodedEntry(e).byteLength);
           // What keeps an append under the frame limit still holds with the entries encoded.
           const approx =
             approxBytes({ ...m, entries: [] }) + entries.reduce((n, e) => n + approxEntryBytes(e), 0);
