@@ -32,6 +32,7 @@ const CoordOptions = z.object({
   peers: z.string().min(1, "a coordination cluster needs its members: --peers id=host:port:clientPort,..."),
   data: z.string().optional(),
   durability: z.enum(["sync", "memory"]),
+  commitOffLoop: z.boolean().default(false),
   heartbeat: duration,
   electionTimeout: duration,
   ...swimOptions,
@@ -83,6 +84,10 @@ export function registerCoord(program: Command): void {
       "--durability <mode>",
       "sync: every write on disk before it is acknowledged; memory: tests only",
       "sync",
+    )
+    .option(
+      "--commit-off-loop",
+      "commit the log in LMDB's write thread, not on the event loop: for slow disks and spare cores",
     )
     .option("--heartbeat <time>", "leader heartbeat interval", "50ms")
     .option(
@@ -154,6 +159,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
     store,
     raft: { heartbeatMs: o.heartbeat, electionTimeoutMs: o.electionTimeout },
     monitor: detection.monitor,
+    commitOffLoop: o.commitOffLoop,
     logger,
   });
   const server = new CoordGrpcServer(

@@ -31,6 +31,8 @@ export interface CoordMemberOptions {
    * 15-25 % of their CPU at 64 writers. The log stays bounded in bytes (RaftNode.compactAtBytes).
    */
   compactEvery?: number;
+  /** Commit the Raft log off the event loop (RaftNode.commitOffLoop; default false). */
+  commitOffLoop?: boolean;
   /** How long a request forwarded to the leader may take. */
   forwardTimeoutMs?: number;
   /** The largest write request, in key and value bytes (etcd's --max-request-bytes: 1.5 MiB). */
@@ -106,6 +108,7 @@ export class CoordMember {
       store: o.store,
       ...(o.raft ? { raft: o.raft } : {}),
       compactEvery: o.compactEvery ?? 100_000,
+      ...(o.commitOffLoop ? { commitOffLoop: true } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
       stateMachine: {
         apply: (e: Entry) => (e.type === "normal" ? this.mvcc.apply(e.data as Command) : null),

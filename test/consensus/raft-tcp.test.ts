@@ -44,7 +44,11 @@ describe("Raft over TCP with LMDB", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(id: string, compactEvery: number, compactAtBytes?: number): Promise<Member> {
+  async function start(
+    id: string,
+    compactEvery: number,
+    extra: { compactAtBytes?: number; commitOffLoop?: boolean } = {},
+  ): Promise<Member> {
     const transport = new TcpTransport({ id, clusterKey: KEY, port: ports.get(id) ?? 0 });
     await transport.start();
     const addr = transport.address();
@@ -64,7 +68,7 @@ describe("Raft over TCP with LMDB", () => {
       store,
       stateMachine: kv,
       compactEvery,
-      ...(compactAtBytes ? { compactAtBytes } : {}),
+      ...extra,
     });
     raft.start();
     const m = { id, transport, raft, kv, store };
@@ -141,7 +145,7 @@ describe("Raft over TCP with LMDB", () => {
   }, 30_000);
 
   it("large entries compact the log before the entry count says so, which bounds it in memory", async () => {
-    for (const id of IDS) await start(id, 1_000_000, 1024 * 1024);
+    for (const id of IDS) await start(id, 1_000_000, { compactAtBytes: 1024 * 1024 });
     await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
     const l = [...running.values()].find((m) => m.raft.core.role === "leader")!;
     const value = "x".repeat(100 * 1024);
@@ -179,7 +183,9 @@ describe("Raft over TCP with LMDB", () => {
   });
 
   it("writes go to disk off the event loop, and every acknowledged one is there after a restart", async () => {
-    const leader = await cluster(100_000);
+    for (const id of IDS) await start(id, 100_000, { commitOffLoop: true });
+    await waitFor(() => [...running.values()].some((m) => m.raft.core.role === "leader"), "a leader");
+    const leader = () => [...running.values()].find((m) => m.raft.core.role === "leader")!;
     const l = leader();
     // Count the store's batches: with an fdatasync in flight, later proposals queue for the next.
     let batches = 0;
