@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ReplyPacer } from "../../src/coord/grpc-server.ts";
+import { ReplyPacer } from "../../src/coord/reply-pacer.ts";
 
 const nextTurn = () => new Promise<void>((r) => setImmediate(r)); // real-io: event-loop turns are the subject
 
