@@ -395,9 +395,12 @@ export class CoordMember {
   }
 
   private newLeaseId(): number {
-    // Unique across leaders: a random high part, a local counter below it (53 bits in all).
+    // Unique across leaders: a random high part, a local counter below it (53 bits in all). The
+    // high part's top bit is always set, so every id has 14 hex digits, as etcd's have a fixed
+    // width: tools that find lease ids in text by their length (a test's normalizer did) always
+    // find them.
     this.leaseSeq = (this.leaseSeq + 1) % 0x10000;
-    return this.o.rng.int(0x1fffffffff) * 0x10000 + this.leaseSeq + 1;
+    return (0x1000000000 + this.o.rng.int(0xfffffffff)) * 0x10000 + this.leaseSeq + 1;
   }
 
   // ---- watches ---------------------------------------------------------------------------------

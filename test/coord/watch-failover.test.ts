@@ -106,4 +106,18 @@ describe("watches across leader failovers (simulation)", () => {
     expect(values).toEqual(history.map((e) => e.kv.value));
     expect(acked.length).toBeGreaterThan(300);
   }, 120_000);
+
+  it("lease ids the leader picks all have 14 hex digits, as etcd's have a fixed width", async () => {
+    const c = cluster(5);
+    await c.run(1000);
+    const [, m] = c.leader()!;
+    const grants = Array.from({ length: 300 }, () => m.leaseGrant(0, 60));
+    await c.run(1000); // virtual time for the grants to commit
+    const ids = (await Promise.all(grants)).map((g) => g.id);
+    expect(new Set(ids).size).toBe(300);
+    for (const id of ids) {
+      expect(Number.isSafeInteger(id)).toBe(true);
+      expect(id.toString(16)).toHaveLength(14);
+    }
+  });
 });
