@@ -107,46 +107,6 @@ function isSnapshotMeta(m: unknown): m is SnapshotMeta {
   return isIndex(x.index) && isIndex(x.term) && isVoters(x.voters);
 }
 
-/** What an estimate counts: a string of n UTF-16 units, a number, a container's own header. */
-interface Weights {
-  text: (units: number) => number;
-  number: number;
-  header: number;
-}
-
-/** The encoded size of `v` by `w`; anything but plain objects, arrays and byte arrays is encoded to be measured. */
-function estimate(v: unknown, w: Weights): number {
-  switch (typeof v) {
-    case "string":
-      return w.text(v.length);
-    case "number":
-    case "bigint":
-      return w.number;
-    case "boolean":
-      return 1;
-    case "undefined":
-      return 3; // msgpackr writes undefined as a 3-byte extension
-    case "object": {
-      if (v === null) return 1;
-      if (v instanceof Uint8Array) return w.header + v.byteLength;
-      let n = w.header;
-      if (Array.isArray(v)) {
-        for (const x of v) n += estimate(x, w);
-        return n;
-      }
-      const proto = Object.getPrototypeOf(v);
-      if (proto !== Object.prototype && proto !== null) return encode(v).byteLength;
-      for (const [k, x] of Object.entries(v)) n += w.text(k.length) + estimate(x, w);
-      return n;
-    }
-    default:
-      return encode(v).byteLength;
-  }
-}
-
-const BOUND: Weights = { text: (n) => 5 + n * 3, number: 9, header: 5 };
-const TYPICAL: Weights = { text: (n) => 2 + n, number: 5, header: 3 };
-
 /**
  * About how many bytes `v` takes once encoded — never fewer (a string counts 3 bytes a UTF-16 unit,
  * the most UTF-8 needs): what keeps an append message under the frame limit without encoding it
@@ -154,7 +114,32 @@ const TYPICAL: Weights = { text: (n) => 2 + n, number: 5, header: 3 };
  * instance) is encoded to be measured.
  */
 export function approxBytes(v: unknown): number {
-  return estimate(v, BOUND);
+  switch (typeof v) {
+    case "string":
+      return 5 + v.length * 3;
+    case "number":
+    case "bigint":
+      return 9;
+    case "boolean":
+      return 1;
+    case "undefined":
+      return 3; // msgpackr writes undefined as a 3-byte extension
+    case "object": {
+      if (v === null) return 1;
+      if (v instanceof Uint8Array) return 5 + v.byteLength;
+      let n = 5;
+      if (Array.isArray(v)) {
+        for (const x of v) n += approxBytes(x);
+        return n;
+      }
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return encode(v).byteLength;
+      for (const [k, x] of Object.entries(v)) n += 5 + k.length * 3 + approxBytes(x);
+      return n;
+    }
+    default:
+      return encode(v).byteLength;
+  }
 }
 
 /**
@@ -163,16 +148,6 @@ export function approxBytes(v: unknown): number {
  */
 export function encodesOver(v: unknown, max: number): boolean {
   return approxBytes(v) > max && encode(v).byteLength > max;
-}
-
-/**
- * About how many bytes `v` encodes to — an estimate, not a bound (a string counts a byte a
- * character, as ASCII does): what the log-compaction rule weighs against a snapshot's encoded
- * size. `approxBytes`, an upper bound three times too high for text, would take a snapshot up to
- * three times as often as the rule means to.
- */
-export function typicalBytes(v: unknown): number {
-  return estimate(v, TYPICAL);
 }
 
 const entryBytes = new WeakMap<Entry, number>();

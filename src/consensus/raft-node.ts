@@ -16,7 +16,6 @@ import {
   type RaftMessage,
   type Snapshot,
   toWire,
-  typicalBytes,
 } from "./messages.ts";
 import { RaftCore } from "./raft-core.ts";
 import { RAFT_DEFAULTS, type RaftOptions, type Ready } from "./raft-types.ts";
@@ -106,7 +105,7 @@ export class RaftNode {
   private readonly reads = new Map<number, { done: Done; index?: number }>();
   private readonly held: Array<{ seq: number; sends: Ready["sendDurable"] }> = [];
   private readonly queue: Array<NonNullable<Ready["write"]>> = [];
-  /** Bytes of the last snapshot, and of the entries applied since (by `typicalBytes`). */
+  /** Bytes of the last snapshot, and of the entries applied since (their encodings, made once). */
   private snapshotBytes = 0;
   private appliedBytes = 0;
   private storedFirst = 0;
@@ -324,7 +323,7 @@ export class RaftNode {
     }
     for (const e of r.apply) {
       const result = this.sm.apply(e);
-      this.appliedBytes += typicalBytes(e);
+      this.appliedBytes += encodedEntry(e).byteLength;
       const p = this.proposals.get(e.index);
       if (!p) continue;
       this.proposals.delete(e.index);

@@ -34,16 +34,17 @@ export class ReplyPacer {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
-      // real-io: the next turn of the event loop
-      this.scheduled = false;
-      this.used = 0;
-      while (this.queue.length && this.used < this.perTurn) {
-        this.used++;
-        this.queue.shift()!();
-      }
-      // Until a turn passes with nothing to send, the next one starts a new count.
-      if (this.used) this.schedule();
-    });
+    setImmediate(this.nextTurn); // real-io: the pacing is by turns of the real event loop
   }
+
+  private readonly nextTurn = (): void => {
+    this.scheduled = false;
+    this.used = 0;
+    while (this.queue.length && this.used < this.perTurn) {
+      this.used++;
+      this.queue.shift()!();
+    }
+    // Until a turn passes with nothing to send, the next one starts a new count.
+    if (this.used) this.schedule();
+  };
 }

@@ -9,7 +9,6 @@ import {
   isRaftMessage,
   type RaftMessage,
   toWire,
-  typicalBytes,
 } from "../../src/consensus/messages.ts";
 import { RaftCore } from "../../src/consensus/raft-core.ts";
 import { RaftLog } from "../../src/consensus/raft-log.ts";
@@ -299,32 +298,6 @@ describe("approxBytes", () => {
         },
       ),
       { numRuns: 2000 },
-    );
-  });
-});
-
-describe("typicalBytes", () => {
-  it("is close to the encoded size of text and numbers, where approxBytes is three times over", () => {
-    fc.assert(
-      fc.property(
-        fc.record({
-          c: fc.constantFrom("put", "del"),
-          req: fc.record({
-            key: fc.string({ minLength: 1, maxLength: 64 }),
-            value: fc.string({ minLength: 16, maxLength: 4096 }),
-            lease: fc.nat(),
-            prev_kv: fc.boolean(),
-          }),
-        }),
-        fc.nat(),
-        (data, index) => {
-          const e: Entry = { index, term: 3, type: "normal", data };
-          const real = encode(e).byteLength;
-          expect(typicalBytes(e)).toBeGreaterThan(real * 0.75);
-          expect(typicalBytes(e)).toBeLessThan(real * 1.35);
-        },
-      ),
-      { numRuns: 1000 },
     );
   });
 });
