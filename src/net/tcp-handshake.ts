@@ -3,8 +3,12 @@ import { decode, encode } from "../runtime/codec.ts";
 import { FrameError } from "../runtime/errors.ts";
 import { type Address, isAddress, type NodeId } from "./transport.ts";
 
-/** Wire protocol of the HELLO exchange. Bumped when the handshake changes incompatibly. */
-export const HANDSHAKE_VERSION = 1;
+/**
+ * Wire protocol of the HELLO exchange and of the connection it opens; bumped on any incompatible
+ * change, so that mismatched nodes fail the handshake with a message that says so. 2: Data frames
+ * carry ChaCha20-Poly1305 tags (runtime/mac.ts).
+ */
+export const HANDSHAKE_VERSION = 2;
 export const NONCE_BYTES = 16;
 /** Largest frame accepted before the handshake completes: a stranger cannot make us buffer more. */
 export const HANDSHAKE_MAX_FRAME = 4096;
