@@ -28,6 +28,18 @@ export interface StateMachine {
   restore(data: unknown): void;
   /** The current state, for a snapshot (encoded with the codec at once, before anything else runs). */
   snapshot(): unknown;
+  /**
+   * The current state as a writer that encodes it a step at a time while the state machine goes
+   * on applying entries (what it encodes stays the state of the moment it was made). When there
+   * is one, RaftNode uses it instead of `snapshot`, a step per event-loop turn, so that a large
+   * state never stops the member for longer than a step.
+   */
+  snapshotWriter?(): SnapshotWriter;
+}
+
+export interface SnapshotWriter {
+  /** Encode some more; the whole encoding (the codec's, as `snapshot()` would give) once done. */
+  step(): Uint8Array | undefined;
 }
 
 export interface RaftNodeOptions {
@@ -73,6 +85,14 @@ export interface RaftNodeOptions {
    * loses the write).
    */
   commitDelay?: () => number;
+  /**
+   * Time between two steps of a snapshot writer (`StateMachine.snapshotWriter`). Default 0: the
+   * next event-loop turn. The simulation passes a delay so that entries are applied while a
+   * snapshot is written.
+   */
+  snapshotStepDelay?: () => number;
+  /** Stored entries a snapshot covers deleted per commit (default 4,096; the simulation uses few). */
+  staleDeletesPerCommit?: number;
   logger?: Logger;
   /** Every Ready, before the node performs it (simulation invariants). */
   onReady?: (ready: Ready) => void;
@@ -91,6 +111,8 @@ const HARD = "hard";
 const SNAP = "snap";
 /** A stored snapshot's `enc` mark: its data is the state machine's snapshot encoded with the codec. */
 const SNAP_ENCODED = 1;
+/** Stale entries deleted per commit (~6 ms of LMDB work at 4,096). */
+const STALE_PER_COMMIT = 4096;
 const entryKey = (i: number) => `e/${i.toString().padStart(16, "0")}`;
 
 /**
@@ -110,6 +132,14 @@ export class RaftNode {
   private appliedBytes = 0;
   private storedFirst = 0;
   private storedLast = 0;
+  /**
+   * Stored entries a snapshot covers, still to delete (0: none). They go a slice per commit
+   * (`staleDeletesPerCommit`): deleting 100,000 entries in the snapshot's own commit held the event loop
+   * for ~90 ms. Until then they are ignored, also by a restart (the log starts after the snapshot).
+   */
+  private staleFrom = 0;
+  private staleTo = 0;
+  private staleTimer: Timer | undefined;
   private durableSeq = 0;
   /** A batch is on its way to disk (stores with `commitAsync`). */
   private committing = false;
@@ -123,6 +153,8 @@ export class RaftNode {
   private stopped = false;
   /** The role last logged (role changes are logged at debug level). */
   private lastRole = "";
+  /** A snapshot being written a step a turn: the applied index it is of. */
+  private snapshotting: { index: number; appliedBytes: number; timer: Timer } | undefined;
   /** Frames that were not well-formed Raft messages (dropped). */
   malformed = 0;
 
@@ -150,8 +182,14 @@ export class RaftNode {
       entries.push(e);
     }
     entries.sort((a, b) => a.index - b.index);
-    this.storedFirst = entries[0]?.index ?? 0;
-    this.storedLast = entries.at(-1)?.index ?? 0;
+    const snapIndex = snapshot?.meta.index ?? 0;
+    const live = entries.filter((e) => e.index > snapIndex);
+    if (entries.length > live.length) {
+      this.staleFrom = entries[0]!.index;
+      this.staleTo = entries[entries.length - live.length - 1]!.index;
+    }
+    this.storedFirst = live[0]?.index ?? 0;
+    this.storedLast = live.at(-1)?.index ?? 0;
     this.core = new RaftCore(
       o.id,
       { ...RAFT_DEFAULTS, ...o.raft },
@@ -169,6 +207,7 @@ export class RaftNode {
   }
 
   start(): void {
+    this.scheduleStale();
     this.off = this.o.transport.on("message", (from, m) => {
       if (typeof m !== "object" || m === null || (m as { p?: unknown }).p !== "raft") return;
       m = fromWire(m);
@@ -187,6 +226,9 @@ export class RaftNode {
     this.timer?.t.cancel();
     this.flushing?.cancel();
     this.batching?.cancel();
+    this.snapshotting?.timer.cancel();
+    this.snapshotting = undefined;
+    this.staleTimer?.cancel();
     const e = new FaultlineError(ErrorCode.Stopped, `raft member ${this.o.id} stopped`);
     for (const p of this.batch.splice(0)) p.done(e);
     for (const p of this.proposals.values()) p.done(e);
@@ -311,6 +353,9 @@ export class RaftNode {
         return;
       }
       this.sm.restore(state);
+      // A snapshot being written is of the state just replaced (and older than this one).
+      this.snapshotting?.timer.cancel();
+      this.snapshotting = undefined;
       this.snapshotBytes = r.applySnapshot.data.byteLength;
       this.appliedBytes = 0;
       const e = new FaultlineError(ErrorCode.Aborted, "replaced by a snapshot: the outcome is unknown");
@@ -357,16 +402,40 @@ export class RaftNode {
   }
 
   private maybeCompact(): void {
+    if (this.snapshotting) return;
     const every = this.o.compactEvery ?? 10_000;
     if (this.appliedBytes < this.snapshotBytes) return;
     const since = this.core.applied - this.core.log.snapshotIndex;
     if (since < every && this.appliedBytes < (this.o.compactAtBytes ?? 64 * 1024 * 1024)) return;
     if (since === 0) return;
     // Encoded once, here: the bytes are what is stored and what goes to a follower, in chunks.
-    const data = encode(this.sm.snapshot());
+    if (!this.sm.snapshotWriter) {
+      this.compacted(this.core.applied, this.appliedBytes, encode(this.sm.snapshot()));
+      return;
+    }
+    const writer = this.sm.snapshotWriter();
+    const step = () => {
+      const s = this.snapshotting;
+      if (this.stopped || !s) return;
+      const data = writer.step();
+      if (data) {
+        this.snapshotting = undefined;
+        this.compacted(s.index, s.appliedBytes, data);
+      } else s.timer = this.o.clock.setTimer(this.o.snapshotStepDelay?.() ?? 0, step);
+    };
+    this.snapshotting = {
+      index: this.core.applied,
+      appliedBytes: this.appliedBytes,
+      timer: this.o.clock.setTimer(this.o.snapshotStepDelay?.() ?? 0, step),
+    };
+  }
+
+  /** A snapshot of the state at `index` is encoded: compact the log up to there. */
+  private compacted(index: number, appliedBytesThen: number, data: Uint8Array): void {
     this.snapshotBytes = data.byteLength;
-    this.appliedBytes = 0;
-    this.perform(this.core.compact(this.core.applied, data));
+    // What was applied while the snapshot was written is not in it.
+    this.appliedBytes -= appliedBytesThen;
+    this.perform(this.core.compact(index, data));
   }
 
   private schedule(): void {
@@ -404,14 +473,16 @@ export class RaftNode {
    * disk works.
    */
   private commitUpTo(seq: number): void {
-    if (this.stopped || seq <= this.durableSeq || this.committing) return;
+    if (this.stopped || this.committing || (seq <= this.durableSeq && !this.staleFrom)) return;
     const batch = new Map<string, unknown>();
     while (this.queue.length && this.queue[0]!.seq <= seq) {
       const w = this.queue.shift()!;
       if (w.snapshot) {
         batch.set(SNAP, { ...w.snapshot, enc: SNAP_ENCODED });
-        for (let i = this.storedFirst; i && i <= Math.min(w.snapshot.meta.index, this.storedLast); i++) {
-          batch.set(entryKey(i), undefined);
+        const covered = Math.min(w.snapshot.meta.index, this.storedLast);
+        if (this.storedFirst && this.storedFirst <= covered) {
+          if (!this.staleFrom) this.staleFrom = this.storedFirst;
+          this.staleTo = covered;
         }
         if (this.storedFirst && this.storedFirst <= w.snapshot.meta.index)
           this.storedFirst = w.snapshot.meta.index + 1;
@@ -429,15 +500,24 @@ export class RaftNode {
       }
       if (w.hard) batch.set(HARD, w.hard);
     }
+    if (this.staleFrom) {
+      const to = Math.min(
+        this.staleTo,
+        this.staleFrom + (this.o.staleDeletesPerCommit ?? STALE_PER_COMMIT) - 1,
+      );
+      for (let i = this.staleFrom; i <= to; i++) batch.set(entryKey(i), undefined);
+      this.staleFrom = to < this.staleTo ? to + 1 : 0;
+    }
     const store = this.o.store;
     if (this.o.commitOffLoop && store.commitAsync && !this.o.commitDelay) {
       this.committing = true;
       store.commitAsync(batch).then(
         () => {
           this.committing = false;
-          this.durableUpTo(seq);
+          if (seq > this.durableSeq) this.durableUpTo(seq);
           const last = this.queue.at(-1);
           if (last) this.commitUpTo(last.seq);
+          this.scheduleStale();
         },
         (e: unknown) => {
           // As when a synchronous commit throws: this member cannot go on.
@@ -451,7 +531,17 @@ export class RaftNode {
       return;
     }
     store.commit(batch);
-    this.durableUpTo(seq);
+    if (seq > this.durableSeq) this.durableUpTo(seq);
+    this.scheduleStale();
+  }
+
+  /** Delete the next slice of stale entries in a commit of its own, if no write comes first. */
+  private scheduleStale(): void {
+    if (!this.staleFrom || this.staleTimer || this.stopped) return;
+    this.staleTimer = this.o.clock.setTimer(0, () => {
+      this.staleTimer = undefined;
+      this.commitUpTo(this.durableSeq);
+    });
   }
 
   private sendRaft(to: NodeId, msg: RaftMessage): void {

@@ -117,6 +117,7 @@ export class CoordMember {
           this.catchUpWatchers();
         },
         snapshot: () => this.mvcc.image(),
+        snapshotWriter: () => this.mvcc.snapshotWriter(),
       },
       onLeader: (leader) => {
         // Requests forwarded to a leader that is no longer one will not be answered: fail them

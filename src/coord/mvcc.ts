@@ -1,3 +1,5 @@
+import type { SnapshotWriter } from "../consensus/raft-node.ts";
+import { encode } from "../runtime/codec.ts";
 import type {
   Applied,
   Bytes,
@@ -332,6 +334,52 @@ export class MvccStore {
         ...(l.owner ? { owner: l.owner } : {}),
         keys: [...l.keys],
       })),
+    };
+  }
+
+  /**
+   * The state of this moment, encoded as `encode(image())` would encode it (msgpack, the same
+   * decoded value), a slice of keys per step while the store goes on changing. Recorded versions
+   * are never changed (a write appends to its key's array; compaction makes new arrays), so each
+   * key's array and its length now are the moment, whatever is applied next. Encoding 100,000
+   * revisions at once took ~180 ms of one event-loop turn — longer than a follower waits before it
+   * suspects its leader.
+   */
+  snapshotWriter(versionsPerStep = 2_000): SnapshotWriter {
+    const keys = this.keys.slice();
+    const arrays = keys.map((k) => this.versions.get(k)!);
+    const lengths = arrays.map((vs) => vs.length);
+    const { leases } = this.image();
+    const n = keys.length;
+    const parts: Uint8Array[] = [
+      Uint8Array.of(0x84), // a map of 4 entries, as image() gives
+      encode("revision"),
+      encode(this.revision),
+      encode("compacted"),
+      encode(this.compacted),
+      encode("leases"),
+      encode(leases),
+      encode("versions"),
+      Uint8Array.of(0xdd, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff), // array32 of [key, versions]
+    ];
+    let next = 0;
+    return {
+      step: () => {
+        const batch: Array<[Bytes, Version[]]> = [];
+        for (let n = 0; next < keys.length && n < versionsPerStep; next++) {
+          const vs = arrays[next]!;
+          const len = lengths[next]!;
+          batch.push([keys[next]!, vs.length === len ? vs : vs.slice(0, len)]);
+          n += len;
+        }
+        if (batch.length > 0) {
+          // The batch's own array header goes; its elements follow the one written above.
+          const bytes = encode(batch);
+          const h = bytes[0]! === 0xdd ? 5 : bytes[0]! === 0xdc ? 3 : 1;
+          parts.push(bytes.subarray(h));
+        }
+        return next < keys.length ? undefined : Buffer.concat(parts);
+      },
     };
   }
 

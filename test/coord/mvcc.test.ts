@@ -2,6 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MvccStore } from "../../src/coord/mvcc.ts";
 import type { Command, KeyValue, WatchEvent } from "../../src/coord/types.ts";
+import { decode, encode } from "../../src/runtime/codec.ts";
 
 const keys = ["a", "ab", "b", "c"];
 const cmdArb: fc.Arbitrary<Command> = fc.oneof(
@@ -142,5 +143,51 @@ describe("MvccStore", () => {
       error: { message: "etcdserver: duplicate key given in txn request" },
     });
     expect(s.get("d")).toBeUndefined();
+  });
+
+  it("a snapshot written a step at a time is the state of the moment it began, whatever is applied meanwhile", () => {
+    const more: fc.Arbitrary<Command> = fc.oneof(
+      cmdArb,
+      fc.record({ c: fc.constant("compact" as const), revision: fc.integer({ min: 1, max: 60 }) }),
+      fc.record({
+        c: fc.constant("lease-grant" as const),
+        id: fc.integer({ min: 1, max: 3 }),
+        ttl: fc.constant(5),
+      }),
+      fc.record({
+        c: fc.constant("put" as const),
+        req: fc.record({
+          key: fc.constantFrom(...keys),
+          value: fc.constant("l"),
+          lease: fc.integer({ min: 1, max: 3 }),
+        }),
+      }),
+      fc.record({ c: fc.constant("lease-revoke" as const), id: fc.integer({ min: 1, max: 3 }) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(more, { maxLength: 40 }),
+        fc.array(more, { maxLength: 40 }),
+        fc.integer({ min: 1, max: 5 }),
+        (before, during, perStep) => {
+          const s = new MvccStore();
+          for (const c of before) s.apply(c);
+          const then = encode(s.image());
+          const w = s.snapshotWriter(perStep);
+          let out: Uint8Array | undefined;
+          // Interleave: a step, then a command applied to the live store.
+          for (let i = 0; !out; i++) {
+            out = w.step();
+            if (i < during.length) s.apply(during[i]!);
+            expect(i).toBeLessThan(1000);
+          }
+          expect(decode(out)).toEqual(decode(then));
+          const t = new MvccStore();
+          t.restore(decode(out) as ReturnType<MvccStore["image"]>);
+          expect(t.image()).toEqual(decode(then));
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

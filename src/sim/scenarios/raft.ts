@@ -1,8 +1,9 @@
 import type { Entry } from "../../consensus/messages.ts";
-import { type Done, RaftNode, type StateMachine } from "../../consensus/raft-node.ts";
+import { type Done, RaftNode, type SnapshotWriter, type StateMachine } from "../../consensus/raft-node.ts";
 import type { RaftOptions, Ready } from "../../consensus/raft-types.ts";
 import { SimDurableStore } from "../../durable/store.ts";
 import type { NodeId } from "../../net/transport.ts";
+import { decode, encode } from "../../runtime/codec.ts";
 import { ErrorCode, isFaultlineError } from "../../runtime/errors.ts";
 import { applyFaults, planEnd, randomFaults } from "../faults.ts";
 import {
@@ -39,6 +40,21 @@ export class RegisterMachine implements StateMachine {
   snapshot(): unknown {
     return Object.fromEntries(this.values);
   }
+  /**
+   * With `stepped`: snapshots are written a step at a time (as the coordination store writes its
+   * own), the state of now handed over a few steps later.
+   */
+  snapshotWriter?: () => SnapshotWriter;
+
+  constructor(stepped = false) {
+    if (stepped) {
+      this.snapshotWriter = () => {
+        const now = Object.fromEntries(this.values);
+        let steps = 1 + (this.values.size >> 1);
+        return { step: () => (--steps > 0 ? undefined : encode(now)) };
+      };
+    }
+  }
 }
 
 export class RaftSimNode {
@@ -64,9 +80,10 @@ export function simRaftNode(
   hooks: RaftSimHooks = {},
   o: { compactEvery?: number; raft?: Partial<RaftOptions> } = {},
 ): RaftSimNode {
-  const kv = new RegisterMachine();
+  const kv = new RegisterMachine(true);
   const rng = ctx.rng.fork("raft");
   const disk = ctx.rng.fork("disk");
+  const steps = ctx.rng.fork("snapshot-steps");
   let node: RaftNode | undefined;
   node = new RaftNode({
     id: ctx.id,
@@ -88,6 +105,8 @@ export function simRaftNode(
       ...o.raft,
     },
     commitDelay: () => disk.range(0.05, 2),
+    snapshotStepDelay: () => steps.range(0, 1),
+    staleDeletesPerCommit: 16,
     logger: ctx.logger,
     onReady: (r) => hooks.onReady?.(ctx.id, node!, r),
     onLeader: (id, term) => ctx.trace(`leader ${id ?? "-"} term ${term}`),
@@ -131,6 +150,10 @@ function runRaft(o: ScenarioOptions): SimulationResult {
    * term in which the entry was committed (the committing leader applies it in its own term).
    */
   const committedBy = new Map<number, number>();
+  /** The register map after each applied index, by a reference machine (snapshots are checked against it). */
+  const reference = new RegisterMachine();
+  const stateAt = new Map<number, string>();
+  const canonical = (values: Record<string, string>) => JSON.stringify(Object.entries(values).sort());
   const checkedLeaders = new Set<string>();
   let sim: Simulation<RaftSimNode>;
   let crashRng: ReturnType<Simulation<RaftSimNode>["rng"]["fork"]>;
@@ -157,6 +180,18 @@ function runRaft(o: ScenarioOptions): SimulationResult {
           sim.fail("log matching", `${id} holds ${k} as ${v}; another member holds it as ${seen}`);
         }
       }
+      const snap = r.write?.snapshot;
+      if (snap && snap.meta.index > 0) {
+        // A snapshot, made here or received, is the state machine at its index, exactly.
+        const want = stateAt.get(snap.meta.index);
+        const got = canonical((decode(snap.data) as Record<string, string> | undefined) ?? {});
+        if (want !== undefined && got !== want) {
+          sim.fail(
+            "snapshot",
+            `${id} stores a snapshot at ${snap.meta.index} holding ${got}; the state there was ${want}`,
+          );
+        }
+      }
       if (r.applySnapshot) {
         stats.snapshotsInstalled++;
         const m = r.applySnapshot.meta;
@@ -174,6 +209,10 @@ function runRaft(o: ScenarioOptions): SimulationResult {
           applied.set(e.index, v);
           appliedTerm.set(e.index, e.term);
           committedBy.set(e.index, node.core.term);
+          // Indexes are first applied in order (a member applies in order, and a snapshot's
+          // index was applied somewhere first).
+          reference.apply(e);
+          stateAt.set(e.index, canonical(Object.fromEntries(reference.values)));
         } else if (seen !== v) {
           sim.fail(
             "state machine safety",
