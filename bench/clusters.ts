@@ -110,6 +110,8 @@ export interface FaultlineClusterOptions {
   logLevel?: string;
   /** Run a host agent the members register with, so that a member's exit is reported as certain. */
   agent?: boolean;
+  /** Writes between snapshots (`--snapshot-count`; the member's default when absent). */
+  snapshotCount?: number;
 }
 
 /**
@@ -181,6 +183,7 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
       o.logLevel ?? "warn",
       ...(o.electionTimeout ? ["--election-timeout", o.electionTimeout] : []),
       ...(o.heartbeat ? ["--heartbeat", o.heartbeat] : []),
+      ...(o.snapshotCount ? ["--snapshot-count", String(o.snapshotCount)] : []),
       ...(o.agent ? ["--agent-socket", socket, "--agent-id", "agent:h1"] : []),
     ];
     const m: Member = {

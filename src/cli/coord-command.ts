@@ -33,6 +33,10 @@ const CoordOptions = z.object({
   data: z.string().optional(),
   durability: z.enum(["sync", "memory"]),
   commitOffLoop: z.boolean().default(false),
+  snapshotCount: z.coerce
+    .number()
+    .int("--snapshot-count must be a whole number of writes")
+    .min(1, "--snapshot-count must be at least 1"),
   heartbeat: duration,
   electionTimeout: duration,
   ...swimOptions,
@@ -88,6 +92,11 @@ export function registerCoord(program: Command): void {
     .option(
       "--commit-off-loop",
       "commit the log in LMDB's write thread, not on the event loop: for slow disks and spare cores",
+    )
+    .option(
+      "--snapshot-count <n>",
+      "writes between snapshots of the store, after which the log they replace is deleted (etcd's --snapshot-count)",
+      "100000",
     )
     .option("--heartbeat <time>", "leader heartbeat interval", "50ms")
     .option(
@@ -160,6 +169,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
     raft: { heartbeatMs: o.heartbeat, electionTimeoutMs: o.electionTimeout },
     monitor: detection.monitor,
     commitOffLoop: o.commitOffLoop,
+    compactEvery: o.snapshotCount,
     logger,
   });
   const server = new CoordGrpcServer(

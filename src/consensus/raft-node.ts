@@ -6,18 +6,16 @@ import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
 import {
-  decodeEntry,
   type Entry,
   encodedEntry,
   encodesOver,
   fromWire,
-  type HardState,
   isRaftMessage,
   type RaftMessage,
-  type Snapshot,
   toWire,
 } from "./messages.ts";
 import { RaftCore } from "./raft-core.ts";
+import { RaftStorage, type RaftStorageOptions } from "./raft-storage.ts";
 import { RAFT_DEFAULTS, type RaftOptions, type Ready } from "./raft-types.ts";
 
 /** What Raft replicates into. Deterministic: every member applies the same entries to the same result. */
@@ -91,8 +89,8 @@ export interface RaftNodeOptions {
    * snapshot is written.
    */
   snapshotStepDelay?: () => number;
-  /** Stored entries a snapshot covers deleted per commit (default 4,096; the simulation uses few). */
-  staleDeletesPerCommit?: number;
+  /** How the log and snapshots are laid out in the store, and how much background work a commit takes. */
+  storage?: RaftStorageOptions;
   logger?: Logger;
   /** Every Ready, before the node performs it (simulation invariants). */
   onReady?: (ready: Ready) => void;
@@ -106,14 +104,6 @@ interface Proposal {
   term: number;
   done: Done;
 }
-
-const HARD = "hard";
-const SNAP = "snap";
-/** A stored snapshot's `enc` mark: its data is the state machine's snapshot encoded with the codec. */
-const SNAP_ENCODED = 1;
-/** Stale entries deleted per commit (~6 ms of LMDB work at 4,096). */
-const STALE_PER_COMMIT = 4096;
-const entryKey = (i: number) => `e/${i.toString().padStart(16, "0")}`;
 
 /**
  * A Raft member on a transport, a clock and a durable store: the host of `RaftCore`. It writes what
@@ -130,16 +120,10 @@ export class RaftNode {
   /** Bytes of the last snapshot, and of the entries applied since (their encodings, made once). */
   private snapshotBytes = 0;
   private appliedBytes = 0;
-  private storedFirst = 0;
-  private storedLast = 0;
-  /**
-   * Stored entries a snapshot covers, still to delete (0: none). They go a slice per commit
-   * (`staleDeletesPerCommit`): deleting 100,000 entries in the snapshot's own commit held the event loop
-   * for ~90 ms. Until then they are ignored, also by a restart (the log starts after the snapshot).
-   */
-  private staleFrom = 0;
-  private staleTo = 0;
-  private staleTimer: Timer | undefined;
+  private readonly storage: RaftStorage;
+  /** Writes whose snapshot this member took itself (written in the background; see RaftStorage). */
+  private readonly ownSnapshots = new WeakSet<object>();
+  private backgroundTimer: Timer | undefined;
   private durableSeq = 0;
   /** A batch is on its way to disk (stores with `commitAsync`). */
   private committing = false;
@@ -160,36 +144,8 @@ export class RaftNode {
 
   constructor(private readonly o: RaftNodeOptions) {
     this.sm = o.stateMachine;
-    const data = o.store.load();
-    const hard = (data.get(HARD) as HardState | undefined) ?? { term: 0, vote: null };
-    const stored = data.get(SNAP) as { meta: Snapshot["meta"]; data: unknown; enc?: number } | undefined;
-    // A store written before snapshots were kept encoded (no `enc` mark) holds the state itself.
-    const snapshot: Snapshot | undefined = stored && {
-      meta: stored.meta,
-      data: stored.enc === SNAP_ENCODED ? (stored.data as Uint8Array) : encode(stored.data),
-    };
-    const entries: Entry[] = [];
-    for (const [k, v] of data) {
-      if (!k.startsWith("e/")) continue;
-      // Entries are stored encoded (stores written before that hold them as objects).
-      const e = v instanceof Uint8Array ? decodeEntry(v) : (v as Entry);
-      if (!e) {
-        throw new FaultlineError(
-          ErrorCode.BadStore,
-          `raft log entry ${k} in the durable store does not decode: the store is damaged. Nothing was changed; restore this member's data from a backup, or remove the member and add it back empty`,
-        );
-      }
-      entries.push(e);
-    }
-    entries.sort((a, b) => a.index - b.index);
-    const snapIndex = snapshot?.meta.index ?? 0;
-    const live = entries.filter((e) => e.index > snapIndex);
-    if (entries.length > live.length) {
-      this.staleFrom = entries[0]!.index;
-      this.staleTo = entries[entries.length - live.length - 1]!.index;
-    }
-    this.storedFirst = live[0]?.index ?? 0;
-    this.storedLast = live.at(-1)?.index ?? 0;
+    this.storage = new RaftStorage(o.store, o.storage);
+    const { hard, snapshot, entries } = this.storage.load();
     this.core = new RaftCore(
       o.id,
       { ...RAFT_DEFAULTS, ...o.raft },
@@ -207,7 +163,7 @@ export class RaftNode {
   }
 
   start(): void {
-    this.scheduleStale();
+    this.scheduleBackground();
     this.off = this.o.transport.on("message", (from, m) => {
       if (typeof m !== "object" || m === null || (m as { p?: unknown }).p !== "raft") return;
       m = fromWire(m);
@@ -228,7 +184,7 @@ export class RaftNode {
     this.batching?.cancel();
     this.snapshotting?.timer.cancel();
     this.snapshotting = undefined;
-    this.staleTimer?.cancel();
+    this.backgroundTimer?.cancel();
     const e = new FaultlineError(ErrorCode.Stopped, `raft member ${this.o.id} stopped`);
     for (const p of this.batch.splice(0)) p.done(e);
     for (const p of this.proposals.values()) p.done(e);
@@ -330,6 +286,7 @@ export class RaftNode {
     }
     this.o.onReady?.(r);
     if (r.write) {
+      if (r.write.snapshot && !r.applySnapshot) this.ownSnapshots.add(r.write);
       this.queue.push(r.write);
       this.scheduleCommit();
     }
@@ -402,7 +359,7 @@ export class RaftNode {
   }
 
   private maybeCompact(): void {
-    if (this.snapshotting) return;
+    if (this.snapshotting || this.storage.writingSnapshot) return;
     const every = this.o.compactEvery ?? 10_000;
     if (this.appliedBytes < this.snapshotBytes) return;
     const since = this.core.applied - this.core.log.snapshotIndex;
@@ -473,41 +430,13 @@ export class RaftNode {
    * disk works.
    */
   private commitUpTo(seq: number): void {
-    if (this.stopped || this.committing || (seq <= this.durableSeq && !this.staleFrom)) return;
+    if (this.stopped || this.committing || (seq <= this.durableSeq && !this.storage.busy)) return;
     const batch = new Map<string, unknown>();
     while (this.queue.length && this.queue[0]!.seq <= seq) {
       const w = this.queue.shift()!;
-      if (w.snapshot) {
-        batch.set(SNAP, { ...w.snapshot, enc: SNAP_ENCODED });
-        const covered = Math.min(w.snapshot.meta.index, this.storedLast);
-        if (this.storedFirst && this.storedFirst <= covered) {
-          if (!this.staleFrom) this.staleFrom = this.storedFirst;
-          this.staleTo = covered;
-        }
-        if (this.storedFirst && this.storedFirst <= w.snapshot.meta.index)
-          this.storedFirst = w.snapshot.meta.index + 1;
-        if (this.storedLast < this.storedFirst) this.storedFirst = this.storedLast = 0;
-      }
-      for (const e of w.entries) {
-        batch.set(entryKey(e.index), encodedEntry(e));
-        if (!this.storedFirst) this.storedFirst = e.index;
-        this.storedLast = Math.max(this.storedLast, e.index);
-      }
-      if (w.truncate) {
-        for (let i = w.lastIndex + 1; i <= this.storedLast; i++) batch.set(entryKey(i), undefined);
-        this.storedLast = Math.min(this.storedLast, w.lastIndex);
-        if (this.storedLast < this.storedFirst) this.storedFirst = this.storedLast = 0;
-      }
-      if (w.hard) batch.set(HARD, w.hard);
+      this.storage.add(batch, w, this.ownSnapshots.has(w));
     }
-    if (this.staleFrom) {
-      const to = Math.min(
-        this.staleTo,
-        this.staleFrom + (this.o.staleDeletesPerCommit ?? STALE_PER_COMMIT) - 1,
-      );
-      for (let i = this.staleFrom; i <= to; i++) batch.set(entryKey(i), undefined);
-      this.staleFrom = to < this.staleTo ? to + 1 : 0;
-    }
+    this.storage.background(batch);
     const store = this.o.store;
     if (this.o.commitOffLoop && store.commitAsync && !this.o.commitDelay) {
       this.committing = true;
@@ -517,7 +446,7 @@ export class RaftNode {
           if (seq > this.durableSeq) this.durableUpTo(seq);
           const last = this.queue.at(-1);
           if (last) this.commitUpTo(last.seq);
-          this.scheduleStale();
+          this.scheduleBackground();
         },
         (e: unknown) => {
           // As when a synchronous commit throws: this member cannot go on.
@@ -532,14 +461,14 @@ export class RaftNode {
     }
     store.commit(batch);
     if (seq > this.durableSeq) this.durableUpTo(seq);
-    this.scheduleStale();
+    this.scheduleBackground();
   }
 
-  /** Delete the next slice of stale entries in a commit of its own, if no write comes first. */
-  private scheduleStale(): void {
-    if (!this.staleFrom || this.staleTimer || this.stopped) return;
-    this.staleTimer = this.o.clock.setTimer(0, () => {
-      this.staleTimer = undefined;
+  /** The storage's next slice of background work in a commit of its own, if no write comes first. */
+  private scheduleBackground(): void {
+    if (!this.storage.busy || this.backgroundTimer || this.stopped) return;
+    this.backgroundTimer = this.o.clock.setTimer(0, () => {
+      this.backgroundTimer = undefined;
       this.commitUpTo(this.durableSeq);
     });
   }

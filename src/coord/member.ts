@@ -26,9 +26,11 @@ export interface CoordMemberOptions {
   monitor?: Monitor;
   /**
    * Snapshot the store after this many writes at the least (default 100,000, etcd 3.4's
-   * --snapshot-count). A snapshot here encodes the whole MVCC history, ~2-3 µs a revision, writes
-   * it to disk and deletes the log it replaces; taken every 10,000 writes it cost the members
-   * 15-25 % of their CPU at 64 writers. The log stays bounded in bytes (RaftNode.compactAtBytes).
+   * --snapshot-count). A snapshot here encodes the whole MVCC history, ~2-3 µs a revision (a
+   * slice of keys per event-loop turn: MvccStore.snapshotWriter), writes it to disk a chunk per
+   * commit and deletes the log it replaces a slice per commit (RaftStorage); taken every 10,000
+   * writes it cost the members 15-25 % of their CPU at 64 writers. The log stays bounded in bytes
+   * (RaftNode.compactAtBytes).
    */
   compactEvery?: number;
   /** Commit the Raft log off the event loop (RaftNode.commitOffLoop; default false). */

@@ -113,8 +113,10 @@ describe("Raft over TCP with LMDB", () => {
     // it): the one the follower gets holds some 38 values of 200 KiB, more than a frame may carry.
     expect(before).toBeGreaterThan(35);
     expect(back.raft.core.log.snapshotIndex).toBe(before);
-    const stored = back.store.load().get("snap") as { data: Uint8Array };
-    expect(stored.data.byteLength).toBeGreaterThan(DEFAULT_MAX_FRAME_BYTES);
+    // Stored in chunks of 1 MiB, the record saying how many bytes in all.
+    const stored = back.store.load().get("snap") as { bytes: number; chunks: number };
+    expect(stored.bytes).toBeGreaterThan(DEFAULT_MAX_FRAME_BYTES);
+    expect(stored.chunks).toBe(Math.ceil(stored.bytes / (1024 * 1024)));
     // It was more than one frame could carry.
     expect([...back.kv.values.values()].reduce((n, v) => n + v.length, 0)).toBeGreaterThan(
       DEFAULT_MAX_FRAME_BYTES,

@@ -106,7 +106,8 @@ export function simRaftNode(
     },
     commitDelay: () => disk.range(0.05, 2),
     snapshotStepDelay: () => steps.range(0, 1),
-    staleDeletesPerCommit: 16,
+    // Small slices, so that a snapshot is stored over several commits, crashes land in between.
+    storage: { staleDeletesPerCommit: 16, snapshotChunkBytes: 16 },
     logger: ctx.logger,
     onReady: (r) => hooks.onReady?.(ctx.id, node!, r),
     onLeader: (id, term) => ctx.trace(`leader ${id ?? "-"} term ${term}`),
