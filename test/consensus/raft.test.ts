@@ -9,7 +9,7 @@ import { Simulation } from "../../src/sim/simulation.ts";
 import { swarmInChunks } from "../fixtures/swarm.ts";
 
 /** A cluster of Raft members with register machines, on virtual time. */
-function cluster(n: number, raft: Partial<RaftOptions> = {}, seed = 7) {
+function cluster(n: number, raft: Partial<RaftOptions> = {}, seed = 7, compactEvery?: number) {
   const sim = new Simulation<RaftSimNode>({
     seed,
     nodes: n,
@@ -17,7 +17,10 @@ function cluster(n: number, raft: Partial<RaftOptions> = {}, seed = 7) {
       simRaftNode(
         ctx,
         {},
-        { raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200, ...raft } },
+        {
+          raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200, ...raft },
+          ...(compactEvery ? { compactEvery } : {}),
+        },
       ),
   });
   sim.start();
@@ -270,19 +273,28 @@ describe("Raft (simulation)", () => {
   });
 });
 
+/** The simulation's leader, once there is one. */
+function simLeader(sim: Simulation<RaftSimNode>): RaftSimNode {
+  for (;;) {
+    const l = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
+    if (l) return l;
+    sim.runFor(10);
+  }
+}
+
+/** Step the simulation until `found` names a member (at most 20 s of virtual time). */
+function stepUntil(sim: Simulation<RaftSimNode>, found: () => NodeId | undefined): NodeId | undefined {
+  let id: NodeId | undefined;
+  while (!id && sim.now() < 20_000) {
+    expect(sim.step()).toBe(true);
+    id = found();
+  }
+  return id;
+}
+
 describe("Raft log compaction", () => {
   it("entries a snapshot covers leave the store a slice per commit; a restart in between skips them", () => {
-    const sim = new Simulation<RaftSimNode>({
-      seed: 11,
-      nodes: 3,
-      create: (ctx) =>
-        simRaftNode(
-          ctx,
-          {},
-          { compactEvery: 9_000, raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200 } },
-        ),
-    });
-    sim.start();
+    const { sim } = cluster(3, {}, 11, 9_000);
     const stale = (id: NodeId) => {
       const snap = sim.store(id).get("raft/snap") as { meta: { index: number } } | undefined;
       const upTo = snap?.meta.index ?? 0;
@@ -291,20 +303,12 @@ describe("Raft log compaction", () => {
         .keys("raft/e/")
         .filter((k) => Number(k.slice("raft/e/".length)) <= upTo).length;
     };
-    let l: RaftSimNode | undefined;
-    while (!l) {
-      sim.runFor(10);
-      l = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
-    }
+    const l = simLeader(sim);
     let done = 0;
     for (let i = 0; i < 9_500; i++)
       l.raft.submit({ key: `k${i % 50}`, op: "put", value: `v${i}` }, () => done++);
     // Step until a member has stored its snapshot, and look at what it left in the store.
-    let victim: NodeId | undefined;
-    while (!victim && sim.now() < 20_000) {
-      expect(sim.step()).toBe(true);
-      victim = sim.ids.find((id) => sim.store(id).get("raft/snap"));
-    }
+    const victim = stepUntil(sim, () => sim.ids.find((id) => sim.store(id).get("raft/snap")));
     expect(victim).toBeDefined();
     if (!victim) return;
     // The snapshot's commit deleted one slice at most (4,096 entries), not all 9,000.
@@ -323,17 +327,7 @@ describe("Raft log compaction", () => {
 
 describe("Raft snapshot storage", () => {
   function chunkedCluster(seed: number) {
-    const sim = new Simulation<RaftSimNode>({
-      seed,
-      nodes: 3,
-      create: (ctx) =>
-        simRaftNode(
-          ctx,
-          {},
-          { compactEvery: 500, raft: { heartbeatMs: 50, electionTimeoutMs: 500, suspectAfterMs: 200 } },
-        ),
-    });
-    sim.start();
+    const { sim } = cluster(3, {}, seed, 500);
     /** The generations of snapshot chunks a member's store holds, and the one its record names. */
     const gens = (id: NodeId) => {
       const chunks = new Set(
@@ -350,24 +344,18 @@ describe("Raft snapshot storage", () => {
 
   it("a crash while a snapshot is stored chunk by chunk: the member restarts from the one before, and the partial chunks go", () => {
     const { sim, gens } = chunkedCluster(12);
-    let l: RaftSimNode | undefined;
-    while (!l) {
-      sim.runFor(10);
-      l = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
-    }
+    const l = simLeader(sim);
     let done = 0;
     for (let i = 0; i < 1_600; i++)
       l.raft.submit({ key: `k${i % 40}`, op: "put", value: `v${i}` }, () => done++);
     // Step until a member holds chunks of a snapshot its record does not name yet (the second
     // snapshot, so that there is a finished one to come back to).
-    let victim: NodeId | undefined;
-    while (!victim && sim.now() < 20_000) {
-      expect(sim.step()).toBe(true);
-      victim = sim.ids.find((id) => {
+    const victim = stepUntil(sim, () =>
+      sim.ids.find((id) => {
         const g = gens(id);
         return g.record !== undefined && [...g.chunks].some((c) => c > g.record!);
-      });
-    }
+      }),
+    );
     expect(victim).toBeDefined();
     if (!victim) return;
     const before = gens(victim).record;
@@ -388,11 +376,7 @@ describe("Raft snapshot storage", () => {
 
   it("a missing chunk stops the member at start with a clear error", () => {
     const { sim } = chunkedCluster(13);
-    let l: RaftSimNode | undefined;
-    while (!l) {
-      sim.runFor(10);
-      l = sim.live().find(([, n]) => n.raft.core.role === "leader")?.[1];
-    }
+    const l = simLeader(sim);
     for (let i = 0; i < 600; i++) l.raft.submit({ key: `k${i % 40}`, op: "put", value: `v${i}` }, () => {});
     sim.runFor(2_000);
     const id = sim.ids[0]!;
