@@ -277,7 +277,17 @@ export class Simulation<N extends SimNode> {
   /** Run one event and check the invariants. Returns false when nothing is left to run. */
   step(): boolean {
     if (!this.started) this.start();
-    if (!this.clock.step()) return false;
+    let ran: boolean;
+    try {
+      ran = this.clock.step();
+    } catch (e) {
+      // A node's code threw out of an event (a timer, a delivery, a restart): a failure of this
+      // seed like any other, with its replay command, not the end of a whole swarm.
+      if (e instanceof SimulationFailure) throw e;
+      this.steps++;
+      this.fail("no exception escapes a node", e instanceof Error ? (e.stack ?? e.message) : String(e));
+    }
+    if (!ran) return false;
     this.steps++;
     this.check();
     return true;

@@ -85,6 +85,34 @@ describe("Simulation", () => {
     expect(sim.incarnation("n1")).toBe(1);
   });
 
+  it("an exception out of a node's event fails the seed with its replay command", () => {
+    const sim = new Simulation({
+      seed: 42,
+      nodes: 2,
+      replay: "npm run sim -- --scenario toy",
+      create: (ctx) => ({
+        start: () => {
+          if (ctx.id === "n2")
+            ctx.clock.setTimer(30, () => {
+              throw new Error("the stored log has a gap");
+            });
+        },
+      }),
+    }).start();
+    let failure: unknown;
+    try {
+      sim.runUntil(100);
+    } catch (e) {
+      failure = e;
+    }
+    expect(failure).toBeInstanceOf(SimulationFailure);
+    const f = failure as SimulationFailure;
+    expect(f.invariant).toBe("no exception escapes a node");
+    expect(f.violation).toMatch(/the stored log has a gap/);
+    expect(f.atMs).toBe(30);
+    expect(f.replayCommand).toBe("npm run sim -- --scenario toy --seed 42");
+  });
+
   it("rejects duplicate node ids", () => {
     expect(() => new Simulation({ seed: 1, nodes: ["a", "a"], create: () => ({}) })).toThrow(/unique/);
   });
