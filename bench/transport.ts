@@ -192,6 +192,9 @@ export async function benchTransport(quick = false): Promise<string> {
     { name: "own cores", self: "0", peer: "1" },
     { name: "one core", self: "0", peer: "0" },
   ];
+  /** This process on `self`, both echo peers on `peer`. */
+  const placeEnds = (p: { self: string; peer: string }) =>
+    pin(process.pid, p.self) && pin(raw.proc.pid!, p.peer) && pin(fl.proc.pid!, p.peer);
   let pinned = false;
   try {
     const rawEp = await rawEndpoint(raw.info.port, false);
@@ -200,8 +203,7 @@ export async function benchTransport(quick = false): Promise<string> {
     for (const size of [64, 4096]) {
       const n = size === 64 ? N : N / 2;
       for (const place of placements) {
-        pinned =
-          pin(process.pid, place.self) && pin(raw.proc.pid!, place.peer) && pin(fl.proc.pid!, place.peer);
+        pinned = placeEnds(place);
         if (!pinned && place !== placements[0]) break;
         // Alternate the contenders in rounds so that machine noise hits them alike.
         const rs: number[] = [];
@@ -223,11 +225,7 @@ export async function benchTransport(quick = false): Promise<string> {
         ]);
       }
     }
-    if (pinned) {
-      pin(process.pid, placements[0]!.self);
-      pin(raw.proc.pid!, placements[0]!.peer);
-      pin(fl.proc.pid!, placements[0]!.peer);
-    }
+    if (pinned) placeEnds(placements[0]!);
     const rawBatched = await rawEndpoint(raw.info.port, true);
     for (const size of [64, 4096]) {
       const count = size === 64 ? T : T / 8;

@@ -150,14 +150,12 @@ export function encodesOver(v: unknown, max: number): boolean {
   return approxBytes(v) > max && encode(v).byteLength > max;
 }
 
-const entryBytes = new WeakMap<Entry, number>();
-
 /** `approxBytes` of an entry, remembered (an entry is sent to every follower, and again after a loss). */
 export function approxEntryBytes(e: Entry): number {
-  let n = entryBytes.get(e);
+  let n = (e as Remembered)[APPROX];
   if (n === undefined) {
     n = 53 + approxBytes(e.data); // index, term (9 bytes each), type, the keys; 5: the wire's bin header
-    entryBytes.set(e, n);
+    remember(e, APPROX, n);
   }
   return n;
 }
@@ -224,16 +222,17 @@ export function isRaftMessage(m: unknown): m is RaftMessage {
 }
 
 /**
- * Where an entry keeps its encoding: a non-enumerable symbol property (the codec, spreads and
- * structuredClone leave it out). A WeakMap did the same with more work for the GC: 100,000
- * puts through three members in one process took 4.3–4.9 s with it, 3.4–3.6 s without, GC 830
- * against 650–710 ms.
+ * What an entry remembers about itself (its encoding, its `approxEntryBytes`): non-enumerable
+ * symbol properties, which the codec, spreads and structuredClone leave out. WeakMaps did the
+ * same with more work for the GC: 100,000 puts through three members in one process took
+ * 4.3–4.9 s with one, 3.4–3.6 s without, GC 830 against 650–710 ms.
  */
 const BYTES = Symbol("faultline.entry-bytes");
-type WithBytes = Entry & { [BYTES]?: Uint8Array };
+const APPROX = Symbol("faultline.entry-approx-bytes");
+type Remembered = Entry & { [BYTES]?: Uint8Array; [APPROX]?: number };
 
-function keepBytes(e: Entry, b: Uint8Array): void {
-  Object.defineProperty(e, BYTES, { value: b });
+function remember(e: Entry, key: typeof BYTES | typeof APPROX, value: unknown): void {
+  Object.defineProperty(e, key, { value });
 }
 
 /**
@@ -242,12 +241,12 @@ function keepBytes(e: Entry, b: Uint8Array): void {
  * made, so its bytes stay right.
  */
 export function encodedEntry(e: Entry): Uint8Array {
-  let b = (e as WithBytes)[BYTES];
+  let b = (e as Remembered)[BYTES];
   if (b === undefined) {
     // A copy: what the codec returns is a view into its shared output buffer, which a kept view
     // would keep alive whole (and structuredClone would copy whole).
     b = Uint8Array.prototype.slice.call(encode(e));
-    keepBytes(e, b);
+    remember(e, BYTES, b);
   }
   return b;
 }
@@ -262,7 +261,7 @@ export function decodeEntry(b: Uint8Array): Entry | undefined {
   }
   if (!isEntry(e)) return undefined;
   // Kept as a copy of its own: `b` is usually a view into a whole frame or socket read.
-  keepBytes(e, Uint8Array.prototype.slice.call(b));
+  remember(e, BYTES, Uint8Array.prototype.slice.call(b));
   return e;
 }
 

@@ -371,6 +371,7 @@ export class RaftNode {
       return;
     }
     const writer = this.sm.snapshotWriter();
+    const later = () => this.o.clock.setTimer(this.o.snapshotStepDelay?.() ?? 0, step);
     const step = () => {
       const s = this.snapshotting;
       if (this.stopped || !s) return;
@@ -378,13 +379,9 @@ export class RaftNode {
       if (data) {
         this.snapshotting = undefined;
         this.compacted(s.index, s.appliedBytes, data);
-      } else s.timer = this.o.clock.setTimer(this.o.snapshotStepDelay?.() ?? 0, step);
+      } else s.timer = later();
     };
-    this.snapshotting = {
-      index: this.core.applied,
-      appliedBytes: this.appliedBytes,
-      timer: this.o.clock.setTimer(this.o.snapshotStepDelay?.() ?? 0, step),
-    };
+    this.snapshotting = { index: this.core.applied, appliedBytes: this.appliedBytes, timer: later() };
   }
 
   /** A snapshot of the state at `index` is encoded: compact the log up to there. */

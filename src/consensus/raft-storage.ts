@@ -13,8 +13,11 @@ const SNAP_ENCODED = 1;
 /** ...and that data is stored in chunks (`chunkKey`), not in the record. */
 const SNAP_CHUNKED = 2;
 const entryKey = (i: number) => `e/${i.toString().padStart(16, "0")}`;
+const CHUNKS = "s/";
 const chunkKey = (gen: number, i: number) =>
-  `s/${gen.toString().padStart(10, "0")}/${i.toString().padStart(8, "0")}`;
+  `${CHUNKS}${gen.toString().padStart(10, "0")}/${i.toString().padStart(8, "0")}`;
+/** The generation a chunk key names. */
+const chunkGen = (key: string) => Number(key.slice(CHUNKS.length, key.indexOf("/", CHUNKS.length)));
 
 interface StoredSnapshot {
   meta: Snapshot["meta"];
@@ -113,8 +116,8 @@ export class RaftStorage {
     }
     const entries: Entry[] = [];
     for (const [k, v] of data) {
-      if (k.startsWith("s/")) {
-        const gen = Number(k.slice(2, 12));
+      if (k.startsWith(CHUNKS)) {
+        const gen = chunkGen(k);
         this.lastGen = Math.max(this.lastGen, gen);
         if (gen !== this.gen) this.orphans.push(k);
         continue;

@@ -7,6 +7,8 @@ export const MAC_BYTES = 16;
 export const GMAC_MIN_BYTES = 16 * 1024;
 
 const EMPTY = Buffer.alloc(0);
+/** Bytes ahead of the body in the keyed SHA-256 input: k1 (32) and the sequence number (8). */
+const PREFIX = 32 + 8;
 
 /**
  * The frame MAC. Three constructions, chosen by what is cheapest for the frame at hand; both ends
@@ -37,10 +39,10 @@ const EMPTY = Buffer.alloc(0);
  * is used by two primitives.
  */
 export class MacKey {
-  private scratch: Buffer;
-  private readonly prefix: number;
-  private readonly gcmKey: Buffer | undefined;
-  private readonly polyKey: Buffer | undefined;
+  /** Keyed SHA-256: k1 || seq || body is assembled here (keys whose sequence numbers may repeat). */
+  private scratch: Buffer | undefined;
+  /** The nonce-based MACs' keys (a connection's directional key). */
+  private readonly nonceKeys: { poly: Buffer; gcm: Buffer } | undefined;
   private readonly iv = Buffer.alloc(12);
   private readonly tag = Buffer.alloc(MAC_BYTES);
 
@@ -51,15 +53,15 @@ export class MacKey {
    */
   constructor(key: Uint8Array, options: { uniqueSeq?: boolean } = {}) {
     if (key.length < 16) throw new RangeError("a MAC key needs at least 16 bytes");
-    const k1 = createHmac("sha256", key).update("faultline/v1/mac/sha256").digest();
-    this.prefix = k1.length + 8;
-    this.scratch = Buffer.allocUnsafeSlow(this.prefix + 256); // not from the shared pool: it holds a key
+    const derive = (label: string) => createHmac("sha256", key).update(`faultline/v1/mac/${label}`).digest();
+    if (options.uniqueSeq) {
+      this.nonceKeys = { poly: derive("chacha20poly1305"), gcm: derive("gmac") };
+      return;
+    }
+    const k1 = derive("sha256");
+    this.scratch = Buffer.allocUnsafeSlow(PREFIX + 256); // not from the shared pool: it holds a key
     k1.copy(this.scratch, 0);
     k1.fill(0);
-    if (options.uniqueSeq) {
-      this.gcmKey = createHmac("sha256", key).update("faultline/v1/mac/gmac").digest();
-      this.polyKey = createHmac("sha256", key).update("faultline/v1/mac/chacha20poly1305").digest();
-    }
   }
 
   /** Write the 16-byte tag of `src[0, end)` at sequence number `seq` into `out` at `at`. */
@@ -78,38 +80,42 @@ export class MacKey {
 
   private digest(seq: number, src: Uint8Array, end: number): Buffer {
     const body = end === src.length ? src : src.subarray(0, end);
-    if (this.polyKey && this.gcmKey) {
-      this.iv.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, 4);
-      this.iv.writeUInt32BE(seq >>> 0, 8);
-      if (end < GMAC_MIN_BYTES) {
-        sodium.crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-          EMPTY,
-          this.tag,
-          EMPTY,
-          body,
-          null,
-          this.iv,
-          this.polyKey,
-        );
-        return this.tag;
-      }
-      const c = createCipheriv("aes-256-gcm", this.gcmKey, this.iv, { authTagLength: MAC_BYTES });
-      c.setAAD(body);
-      c.final();
-      return c.getAuthTag();
+    return this.nonceKeys ? this.nonceTag(this.nonceKeys, seq, body) : this.shaTag(seq, body);
+  }
+
+  private nonceTag(keys: { poly: Buffer; gcm: Buffer }, seq: number, body: Uint8Array): Buffer {
+    this.iv.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, 4);
+    this.iv.writeUInt32BE(seq >>> 0, 8);
+    if (body.length < GMAC_MIN_BYTES) {
+      sodium.crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+        EMPTY,
+        this.tag,
+        EMPTY,
+        body,
+        null,
+        this.iv,
+        keys.poly,
+      );
+      return this.tag;
     }
-    const need = this.prefix + end;
-    if (need > this.scratch.length) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(need, this.scratch.length * 2));
-      this.scratch.copy(grown, 0, 0, this.prefix - 8);
-      this.scratch.fill(0);
-      this.scratch = grown;
+    const c = createCipheriv("aes-256-gcm", keys.gcm, this.iv, { authTagLength: MAC_BYTES });
+    c.setAAD(body);
+    c.final();
+    return c.getAuthTag();
+  }
+
+  private shaTag(seq: number, body: Uint8Array): Buffer {
+    const need = PREFIX + body.length;
+    let s = this.scratch!;
+    if (need > s.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(need, s.length * 2));
+      s.copy(grown, 0, 0, PREFIX - 8);
+      s.fill(0);
+      s = this.scratch = grown;
     }
-    const s = this.scratch;
-    const at = this.prefix - 8;
-    s.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, at);
-    s.writeUInt32BE(seq >>> 0, at + 4);
-    s.set(body, this.prefix);
+    s.writeUInt32BE(Math.floor(seq / 4294967296) >>> 0, PREFIX - 8);
+    s.writeUInt32BE(seq >>> 0, PREFIX - 4);
+    s.set(body, PREFIX);
     return hash("sha256", s.subarray(0, need), "buffer") as Buffer;
   }
 }

@@ -49,7 +49,7 @@ export class RegisterMachine implements StateMachine {
   constructor(stepped = false) {
     if (stepped) {
       this.snapshotWriter = () => {
-        const now = Object.fromEntries(this.values);
+        const now = this.snapshot();
         let steps = 1 + (this.values.size >> 1);
         return { step: () => (--steps > 0 ? undefined : encode(now)) };
       };
