@@ -6,9 +6,10 @@ import { type Address, isAddress, type NodeId } from "./transport.ts";
 /**
  * Wire protocol of the HELLO exchange and of the connection it opens; bumped on any incompatible
  * change, so that mismatched nodes fail the handshake with a message that says so. 2: Data frames
- * carry ChaCha20-Poly1305 tags (runtime/mac.ts).
+ * carry ChaCha20-Poly1305 tags. 3: Data frames carry Poly1305 tags under one-time keys from a
+ * ChaCha20 keystream (runtime/mac.ts).
  */
-export const HANDSHAKE_VERSION = 2;
+export const HANDSHAKE_VERSION = 3;
 export const NONCE_BYTES = 16;
 /** Largest frame accepted before the handshake completes: a stranger cannot make us buffer more. */
 export const HANDSHAKE_MAX_FRAME = 4096;

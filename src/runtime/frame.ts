@@ -39,33 +39,9 @@ export interface Frame {
   payload: Buffer;
 }
 
-/** Frames are carved from slabs of this size; larger ones get their own buffer. */
-const SLAB_BYTES = 256 * 1024;
-const SLAB_MAX_FRAME = 64 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsed = 0;
-
-/**
- * Memory for one outgoing frame. Node pools only buffers under 4 KiB; above that each
- * Buffer.allocUnsafe is a fresh ArrayBuffer (~1.1 µs at 4 KiB, as much as the MAC). Carving from
- * a slab costs a view (~0.08 µs). A slab is never reused: it is garbage once every frame carved
- * from it is (written to the socket, or dropped), so a frame's bytes are never overwritten while
- * a socket still holds them.
- */
-function allocFrame(n: number): Buffer {
-  if (n > SLAB_MAX_FRAME) return Buffer.allocUnsafe(n);
-  if (slabUsed + n > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const out = slab.subarray(slabUsed, slabUsed + n);
-  slabUsed += (n + 7) & ~7;
-  return out;
-}
-
 /** Seal `payload` into a complete frame. */
 export function sealFrame(type: FrameType, payload: Uint8Array, key: MacKey, seq = 0): Buffer {
-  const out = allocFrame(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
   out[0] = FRAME_MAGIC_0;
   out[1] = FRAME_MAGIC_1;
   out[2] = FRAME_VERSION;
@@ -218,14 +194,23 @@ export class FrameReader {
   }
 }
 
+/** Bytes a Data frame carrying `messages` takes. */
+export function batchFrameBytes(messages: readonly Buffer[]): number {
+  let n = FRAME_OVERHEAD;
+  for (const m of messages) n += 4 + m.length;
+  return n;
+}
+
 /**
  * Seal several encoded messages into one Data frame: payload = (u32 BE length, bytes)*. One MAC and
  * one socket write cover the whole batch, which is how the stream transport amortises its costs.
+ * The frame is written at the start of `into` when it is large enough (a connection passes memory
+ * the socket has finished with: see TcpConnection.sendBatch), else into a new buffer.
  */
-export function sealBatch(messages: readonly Buffer[], key: MacKey, seq: number): Buffer {
-  let payloadLen = 0;
-  for (const m of messages) payloadLen += 4 + m.length;
-  const out = allocFrame(FRAME_HEADER_BYTES + payloadLen + FRAME_MAC_BYTES);
+export function sealBatch(messages: readonly Buffer[], key: MacKey, seq: number, into?: Buffer): Buffer {
+  const n = batchFrameBytes(messages);
+  const payloadLen = n - FRAME_OVERHEAD;
+  const out = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
   out[0] = FRAME_MAGIC_0;
   out[1] = FRAME_MAGIC_1;
   out[2] = FRAME_VERSION;

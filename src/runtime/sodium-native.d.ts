@@ -1,16 +1,10 @@
 // The part of sodium-native (libsodium bindings) faultline uses; the package ships no types.
 declare module "sodium-native" {
   const sodium: {
-    /** RFC 8439 AEAD, detached tag: writes `mac` (16 bytes) and `c` (as long as `m`). */
-    crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-      c: Uint8Array,
-      mac: Uint8Array,
-      m: Uint8Array,
-      ad: Uint8Array | null,
-      nsec: null,
-      npub: Uint8Array,
-      k: Uint8Array,
-    ): number;
+    /** ChaCha20 (RFC 8439, 96-bit nonce) keystream from block counter 0, filling `c`. */
+    crypto_stream_chacha20_ietf(c: Uint8Array, n: Uint8Array, k: Uint8Array): void;
+    /** Poly1305 of `input` under the one-time key `k` (32 bytes) into `out` (16 bytes). */
+    crypto_onetimeauth(out: Uint8Array, input: Uint8Array, k: Uint8Array): void;
   };
   export default sodium;
 }

@@ -175,6 +175,34 @@ describe("TCP transport on real sockets", () => {
     expect(delivered).toBe(0);
   });
 
+  it("a frame the socket still holds is never overwritten: a stalled reader gets every message intact", async () => {
+    // Frames are sealed into memory reused from the previous frame when the socket took that one
+    // at once; once the receiver stops reading, writes queue in the socket and must keep their bytes.
+    const a = await make("a", { maxQueueMessages: 100_000, maxQueueBytes: 64 * 1024 * 1024 });
+    const b = await make("b");
+    a.addPeer("b", { host: "127.0.0.1", port: b.port() });
+    const got: { i: number; p: Uint8Array }[] = [];
+    b.on("message", (_f, m) => got.push(m as { i: number; p: Uint8Array }));
+    a.send("b", { i: -1, p: Buffer.alloc(0) });
+    await waitFor(() => got.length === 1, "connection up");
+    const inbound = [...(b as unknown as { sockets: Set<import("node:net").Socket> }).sockets];
+    for (const s of inbound) s.pause();
+    const body = (i: number) => Buffer.alloc(500 + ((i * 977) % 3500), i & 0xff);
+    const N = 3000; // ~6 MB: far more than the kernel's socket buffers hold
+    for (let i = 0; i < N; i++) {
+      a.send("b", { i, p: body(i) });
+      if (i % 3 === 0) await new Promise((r) => setImmediate(r)); // frames of one and of several messages
+    }
+    expect(a.stats().dropped).toEqual({});
+    for (const s of inbound) s.resume();
+    await waitFor(() => got.length === N + 1, "every message delivered", 20_000);
+    for (let i = 0; i < N; i++) {
+      expect(got[i + 1]!.i).toBe(i);
+      expect(Buffer.from(got[i + 1]!.p).equals(body(i))).toBe(true);
+    }
+    expect(b.stats().badFrames).toEqual({});
+  });
+
   it("a peer that is gone costs a bounded queue, with drops counted", async () => {
     const dead = createServer();
     servers.push(dead);

@@ -195,27 +195,64 @@ describe("MacKey", () => {
     );
   });
 
-  it("the Poly1305 tag is RFC 8439 ChaCha20-Poly1305 over the frame as associated data", () => {
-    // Checked against OpenSSL's implementation through node:crypto: same derived key, same nonce.
-    const polyKey = createHmac("sha256", secret).update("faultline/v1/mac/chacha20poly1305").digest();
+  it("one key signing sequence numbers in any order tags as a fresh key does (key cache)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.nat({ max: 1000 }), { minLength: 1, maxLength: 40 }), (seqs) => {
+        const shared = new MacKey(secret, { uniqueSeq: true });
+        const body = Buffer.alloc(50, 3);
+        for (const seq of seqs) {
+          const a = sealFrame(FrameType.Data, body, shared, seq);
+          const b = sealFrame(FrameType.Data, body, new MacKey(secret, { uniqueSeq: true }), seq);
+          expect(a.equals(b)).toBe(true);
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  /** Poly1305 (RFC 8439 §2.5), written from the RFC with BigInt: the reference for the tests. */
+  function poly1305(key: Uint8Array, msg: Uint8Array): Buffer {
+    const le = (b: Uint8Array) => BigInt(`0x${Buffer.from(b).reverse().toString("hex") || "0"}`);
+    const r = le(key.subarray(0, 16)) & 0x0ffffffc0ffffffc0ffffffc0fffffffn;
+    const s = le(key.subarray(16, 32));
+    const p = (1n << 130n) - 5n;
+    let acc = 0n;
+    for (let i = 0; i < msg.length; i += 16) {
+      const block = Buffer.concat([msg.subarray(i, i + 16), Buffer.from([1])]);
+      acc = ((acc + le(block)) * r) % p;
+    }
+    const tag = (acc + s) & ((1n << 128n) - 1n);
+    return Buffer.from(tag.toString(16).padStart(32, "0"), "hex").reverse();
+  }
+
+  it("the BigInt Poly1305 reference gives RFC 8439's test vector (§2.5.2)", () => {
+    const key = Buffer.from("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b", "hex");
+    const tag = poly1305(key, Buffer.from("Cryptographic Forum Research Group"));
+    expect(tag.toString("hex")).toBe("a8061dc1305136c6c22b8baf0c0127a9");
+  });
+
+  it("the tag is Poly1305 under the ChaCha20 keystream's one-time key for the sequence number", () => {
+    // The keystream from OpenSSL's ChaCha20 through node:crypto (IV = counter LE || nonce).
+    const streamKey = createHmac("sha256", secret).update("faultline/v1/mac/poly1305-keystream").digest();
+    const key = new MacKey(secret, { uniqueSeq: true });
     for (const [size, seq] of [
       [0, 0],
       [100, 7],
-      [4096, 2 ** 40 + 3],
+      [4096, 63],
+      [4096, 64],
+      [1000, 2 ** 40 + 3],
+      [17, 5],
     ] as const) {
-      const f = sealFrame(
-        FrameType.Data,
-        Buffer.alloc(size, 5),
-        new MacKey(secret, { uniqueSeq: true }),
-        seq,
-      );
-      const nonce = Buffer.alloc(12);
-      nonce.writeUInt32BE(Math.floor(seq / 2 ** 32), 4);
-      nonce.writeUInt32BE(seq >>> 0, 8);
-      const c = createCipheriv("chacha20-poly1305", polyKey, nonce, { authTagLength: 16 });
-      c.setAAD(f.subarray(0, f.length - 16), { plaintextLength: 0 });
-      c.final();
-      expect(c.getAuthTag().equals(f.subarray(f.length - 16))).toBe(true);
+      const f = sealFrame(FrameType.Data, Buffer.alloc(size, 5), key, seq);
+      const iv = Buffer.alloc(16);
+      const block = Math.floor(seq / 64);
+      iv.writeUInt32BE(Math.floor(block / 2 ** 32), 8);
+      iv.writeUInt32BE(block >>> 0, 12);
+      const c = createCipheriv("chacha20", streamKey, iv);
+      const stream = c.update(Buffer.alloc(64 * 32));
+      const otk = stream.subarray((seq % 64) * 32, (seq % 64) * 32 + 32);
+      const want = poly1305(otk, f.subarray(0, f.length - 16));
+      expect(want.equals(f.subarray(f.length - 16))).toBe(true);
     }
   });
 
