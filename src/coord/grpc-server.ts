@@ -62,9 +62,11 @@ type Pb = any;
 const toBytes = (b: unknown): Bytes =>
   b === undefined || b === null
     ? ""
-    : Buffer.isBuffer(b) || b instanceof Uint8Array
-      ? Buffer.from(b).toString("latin1")
-      : String(b);
+    : Buffer.isBuffer(b)
+      ? b.toString("latin1")
+      : b instanceof Uint8Array
+        ? Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1")
+        : String(b);
 const fromBytes = (s: Bytes): Buffer => Buffer.from(s, "latin1");
 const num = (v: unknown): number => (v === undefined || v === null || v === "" ? 0 : Number(v));
 
@@ -73,6 +75,21 @@ export function memberId(name: string): string {
   let h = 0xcbf29ce484222325n;
   for (const c of Buffer.from(name)) h = BigInt.asUintN(64, (h ^ BigInt(c)) * 0x100000001b3n);
   return h.toString();
+}
+
+/**
+ * A uint64 as protobufjs's `fromObject` accepts it without parsing: `{ low, high, unsigned }`
+ * (it takes any such object as a Long). Given a decimal string, it parses the digits into Longs
+ * on every message — two ids in every reply header.
+ */
+export interface U64Bits {
+  low: number;
+  high: number;
+  unsigned: true;
+}
+export function u64Bits(decimal: string): U64Bits {
+  const v = BigInt.asUintN(64, BigInt(decimal));
+  return { low: Number(v & 0xffffffffn) | 0, high: Number(v >> 32n) | 0, unsigned: true };
 }
 
 function pbKv(kv: KeyValue): Pb {
@@ -217,10 +234,14 @@ export interface CoordGrpcServerOptions {
  * does not serve answers UNIMPLEMENTED with a message, never a hang.
  */
 export class CoordGrpcServer {
-  private readonly server = new grpc.Server({ interceptors: [endUnaryAtOnce] });
+  // Channelz (grpc-js's introspection service, which faultline does not serve) would track every
+  // call: closures and timestamps a call, for nothing.
+  private readonly server = new grpc.Server({ interceptors: [endUnaryAtOnce], "grpc.enable_channelz": 0 });
   private readonly log: Logger;
   private readonly self: string;
   private readonly clusterId: string;
+  /** The two ids as protobufjs takes a uint64 without parsing a decimal string every reply. */
+  private readonly wireIds: { cluster: U64Bits; self: U64Bits };
   private readonly pacer: ReplyPacer;
 
   constructor(
@@ -238,6 +259,7 @@ export class CoordGrpcServer {
         .sort()
         .join(","),
     );
+    this.wireIds = { cluster: u64Bits(this.clusterId), self: u64Bits(this.self) };
     const svc = etcdProto();
     this.server.addService(svc.KV.service, this.kv());
     this.server.addService(svc.Watch.service, { Watch: (call: Pb) => this.watch(call) });
@@ -265,8 +287,8 @@ export class CoordGrpcServer {
 
   private header(revision: number): Pb {
     return {
-      cluster_id: this.clusterId,
-      member_id: this.self,
+      cluster_id: this.wireIds.cluster,
+      member_id: this.wireIds.self,
       revision: revision || this.member.mvcc.revision,
       raft_term: this.member.raft.core.term,
     };
