@@ -240,6 +240,32 @@ describe("TCP transport on real sockets", () => {
 });
 
 describe("TCP transport: hostile handshakes and oversized messages", () => {
+  it("a node of another handshake version is refused with a warning that names both versions", async () => {
+    const { encode } = await import("../../src/runtime/codec.ts");
+    const { FrameType, sealFrame } = await import("../../src/runtime/frame.ts");
+    const { MacKey } = await import("../../src/runtime/mac.ts");
+    const { HANDSHAKE_VERSION, newNonce } = await import("../../src/net/tcp-handshake.ts");
+    const pino = (await import("pino")).default;
+    const warnings: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (l: string) => warnings.push(JSON.parse(l).msg) });
+    const b = new TcpTransport({ id: "b", clusterKey: KEY, logger });
+    await b.start();
+    try {
+      const s = connect(b.address() as { host: string; port: number });
+      await new Promise<void>((r) => s.once("connect", () => r()));
+      const closed = new Promise<void>((r) => s.once("close", () => r()));
+      s.on("error", () => {});
+      const old = HANDSHAKE_VERSION - 1;
+      const hello = encode({ v: old, from: "old", to: "b", boot: "x", nonce: newNonce() });
+      s.write(sealFrame(FrameType.Hello, hello, new MacKey(KEY)));
+      await closed;
+      expect(b.stats().badFrames["bad-payload"]).toBe(1);
+      expect(warnings.join("\n")).toContain(`handshake version ${old} is not ${HANDSHAKE_VERSION}`);
+    } finally {
+      await b.stop();
+    }
+  });
+
   it("a replayed HELLO (no session key) never displaces a live connection", async () => {
     const { connect } = await import("node:net");
     const { encode } = await import("../../src/runtime/codec.ts");
