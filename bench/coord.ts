@@ -8,7 +8,7 @@
  */
 import { connect } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { etcdProto } from "../src/coord/grpc-server.ts";
+import { etcdProto } from "../src/coord/etcd-wire.ts";
 import {
   type Cluster,
   ensureInstalled,

@@ -5,7 +5,8 @@
 // grpc-js, as faultline serves it, whose Put answers at once — the floor under a put through gRPC.
 import { createServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { endUnaryAtOnce, etcdProto } from "../src/coord/grpc-server.ts";
+import { etcdProto } from "../src/coord/etcd-wire.ts";
+import { endUnaryAtOnce } from "../src/coord/grpc-server.ts";
 import { TcpTransport } from "../src/net/tcp-transport.ts";
 
 import { ACK_EVERY, rawFrames } from "./lib.ts";

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { etcdProto, memberId, u64Bits } from "../../src/coord/grpc-server.ts";
+import { etcdProto, memberId, u64Bits } from "../../src/coord/etcd-wire.ts";
 
 describe("reply headers on the wire", () => {
   const PutResponse = etcdProto().KV.service.Put;
