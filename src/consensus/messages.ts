@@ -134,8 +134,8 @@ export function approxBytes(v: unknown): number {
       }
       const proto = Object.getPrototypeOf(v);
       if (proto !== Object.prototype && proto !== null) return encode(v).byteLength;
-      // for-in, not Object.entries: no array a property (this runs for every proposal). Inherited
-      // enumerable properties, which msgpackr leaves out, can only make the estimate larger.
+      // for-in, not Object.entries: no array a property (this runs for every proposal). It visits
+      // every enumerable string key, own or inherited: at least what msgpackr encodes.
       const o = v as Record<string, unknown>;
       for (const k in o) n += 5 + k.length * 3 + approxBytes(o[k]);
       return n;

@@ -55,7 +55,10 @@ type State = "connecting" | "handshake" | "confirming" | "open" | "closed";
 
 /** TCP keepalive idle time on every connection (detectors see failures far sooner; this reclaims sockets). */
 const KEEPALIVE_MS = 15_000;
-/** A connection's reusable frame memory: at least this large, and only kept for frames up to the max. */
+/**
+ * A connection's reusable frame memory: at least this large, and only used for frames up to the
+ * max (so a connection keeps at most one such buffer, 16–256 KiB).
+ */
 const SPARE_MIN_BYTES = 16 * 1024;
 const SPARE_MAX_BYTES = 256 * 1024;
 
@@ -140,15 +143,19 @@ export class TcpConnection {
   sendBatch(messages: readonly Buffer[]): boolean {
     if ((this.state !== "open" && this.state !== "confirming") || !this.sendKey) return false;
     const n = batchFrameBytes(messages);
-    let into = this.spare;
-    this.spare = undefined;
-    if ((!into || into.length < n) && n <= SPARE_MAX_BYTES)
-      into = Buffer.allocUnsafeSlow(Math.max(n, SPARE_MIN_BYTES));
+    // The reusable memory only while the socket holds nothing: then every frame written before,
+    // including one that went out asynchronously, has reached the kernel, and the socket keeps no
+    // reference to it. With bytes waiting this frame waits too: memory of its own (pooled < 4 KiB).
+    let into: Buffer | undefined;
+    if (this.socket.writableLength === 0 && n <= SPARE_MAX_BYTES) {
+      into =
+        this.spare && this.spare.length >= n
+          ? this.spare
+          : Buffer.allocUnsafeSlow(Math.max(n, SPARE_MIN_BYTES));
+      this.spare = into;
+    }
     const frame = sealBatch(messages, this.sendKey, this.sendSeq++, into);
     const ok = this.socket.write(frame);
-    // Nothing left in the stream's buffer: the write went to the kernel at once and the socket keeps
-    // no reference to `frame`, so its memory can take the next frame. Otherwise the socket owns it.
-    if (this.socket.writableLength === 0 && into && frame.buffer === into.buffer) this.spare = into;
     if (!ok) this.blocked = true;
     return ok;
   }

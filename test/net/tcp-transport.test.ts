@@ -194,6 +194,9 @@ describe("TCP transport on real sockets", () => {
       if (i % 3 === 0) await new Promise((r) => setImmediate(r)); // frames of one and of several messages
     }
     expect(a.stats().dropped).toEqual({});
+    // The case under test happened: frames are waiting inside a's socket.
+    const outbound = [...(a as unknown as { sockets: Set<import("node:net").Socket> }).sockets];
+    expect(outbound.some((s) => s.writableLength > 0)).toBe(true);
     for (const s of inbound) s.resume();
     await waitFor(() => got.length === N + 1, "every message delivered", 20_000);
     for (let i = 0; i < N; i++) {

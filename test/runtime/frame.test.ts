@@ -170,6 +170,29 @@ describe("codec", () => {
   });
 });
 
+describe("sealBatch into given memory", () => {
+  it("gives the same frame as fresh memory, whatever the memory held before, and uses it only if it fits", () => {
+    const key = new MacKey(Buffer.alloc(32, 4), { uniqueSeq: true });
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 5 }),
+        fc.integer({ min: -40, max: 400 }),
+        fc.nat({ max: 255 }),
+        fc.nat({ max: 1000 }),
+        (msgs, extra, junk, seq) => {
+          const messages = msgs.map((m) => Buffer.from(m));
+          const want = sealBatch(messages, key, seq);
+          const into = Buffer.alloc(Math.max(0, want.length + extra), junk);
+          const got = sealBatch(messages, key, seq, into);
+          expect(got.equals(want)).toBe(true);
+          expect(got.buffer === into.buffer).toBe(into.length >= want.length);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe("MacKey", () => {
   const secret = Buffer.alloc(32, 9);
   it("frames under a connection key (Poly1305, then GMAC): round trip, tamper, replay", () => {
