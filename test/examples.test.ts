@@ -37,6 +37,15 @@ describe("examples run", () => {
       expect(signal.stdout).toMatch(new RegExp(`${id} was told after \\d+ ms: .*"type":"signal","by":"n2"`));
   });
 
+  it("coord/session: an owner's SIGKILL removes its key at once; a watch and writes carry on past a leader's SIGKILL", () => {
+    const r = run("examples/coord/session.ts");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/etcd3 wrote hello=world/);
+    expect(r.stdout).toMatch(/the watch saw workers\/w1 deleted [\d.]+ ms after the SIGKILL/);
+    expect(r.stdout).toMatch(/the leader, c\d, was SIGKILLed/);
+    expect(r.stdout).toMatch(/the watch carried on across the failover: it saw workers\/w2 put/);
+  });
+
   it("simulation/partition: no cross-side traffic while partitioned, and the same seed replays", () => {
     const a = run("examples/simulation/partition.ts", "3");
     const b = run("examples/simulation/partition.ts", "3");
