@@ -211,7 +211,7 @@ export class FuseCore {
     if (now - (this.lastReconcile.get(peer) ?? Number.NEGATIVE_INFINITY) < this.o.reconcileEveryMs)
       return this.out;
     this.lastReconcile.set(peer, now);
-    this.send(peer, { p: "fuse", t: "list", groups: this.shared(peer), reply: true });
+    this.sendList(peer, true);
     return this.out;
   }
 
@@ -286,6 +286,8 @@ export class FuseCore {
         break;
       case "ask": {
         const live = g !== undefined && g.root === this.self && g.state === "live";
+        // Failed here: say why first, or the asker fails it as lost on our "no".
+        if (g?.state === "failed") this.send(from, { p: "fuse", t: "fail", g: m.g, reason: g.reason! });
         this.send(from, { p: "fuse", t: "answer", g: m.g, live });
         // Repair: the member another one found without the group gets the commit again.
         if (live && g.members.includes(m.for) && m.for !== this.self) {
@@ -421,12 +423,14 @@ export class FuseCore {
    * if we are the root, resend the commit ourselves; if the peer is the root, the group is lost.
    */
   private reconcile(now: number, peer: NodeId, theirs: GroupId[], reply: boolean): void {
-    if (reply) this.send(peer, { p: "fuse", t: "list", groups: this.shared(peer), reply: false });
     const theirSet = new Set(theirs);
+    // The failures before our list: the peer, reading the list first, would find a group it holds
+    // missing from its root's list and fail it as lost — told, but not why.
     for (const id of theirs) {
       const g = this.groups.get(id);
       if (g?.state === "failed") this.send(peer, { p: "fuse", t: "fail", g: id, reason: g.reason! });
     }
+    if (reply) this.sendList(peer, false, theirSet);
     for (const id of this.shared(peer)) {
       if (theirSet.has(id)) continue;
       const g = this.groups.get(id)!;
@@ -439,6 +443,21 @@ export class FuseCore {
         this.send(g.root, { p: "fuse", t: "ask", g: id, for: peer });
       }
     }
+  }
+
+  /**
+   * Our list of the groups we share with `peer`, preceded by the failures it has not acknowledged
+   * (a lost `fail` would otherwise show up as a group missing from our list: "lost", not the
+   * reason). `told`: groups whose failure was just sent.
+   */
+  private sendList(peer: NodeId, reply: boolean, told?: ReadonlySet<GroupId>): void {
+    // (A scan of the groups, as tick's; this runs only when two digests differ, at most once per
+    // reconcileEveryMs a peer.)
+    for (const g of this.groups.values()) {
+      if (g.state === "failed" && g.unacked?.has(peer) && !told?.has(g.id))
+        this.send(peer, { p: "fuse", t: "fail", g: g.id, reason: g.reason! });
+    }
+    this.send(peer, { p: "fuse", t: "list", groups: this.shared(peer), reply });
   }
 
   private send(to: NodeId, msg: FuseMessage): void {

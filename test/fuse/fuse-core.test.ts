@@ -148,6 +148,25 @@ describe("FuseCore", () => {
     );
   });
 
+  it("a member whose fail was lost learns the real reason at the next list exchange, whoever starts it", () => {
+    for (const starter of ["a", "c"]) {
+      const c = cluster(["a", "b", "c"]);
+      c.run("a", c.cores.get("a")!.create(0, ["b", "c"], 1));
+      const g = c.created[0]!;
+      c.drop.add("c");
+      const { out } = c.cores.get("a")!.signal(0, g, { why: "done" });
+      c.run("a", out);
+      expect(c.notified.map((n) => n.at).sort()).toEqual(["a", "b"]);
+      c.drop.delete("c");
+      // The digests differ (c still holds the group live): a list exchange, from either side.
+      const other = starter === "a" ? "c" : "a";
+      c.run(starter, c.cores.get(starter)!.onDigest(1, other, "differs"));
+      const atC = c.notified.filter((n) => n.at === "c");
+      expect(atC).toHaveLength(1);
+      expect(atC[0]!.reason).toEqual({ type: "signal", by: "a", payload: { why: "done" } });
+    }
+  });
+
   it("rejects malformed FUSE messages", () => {
     for (const bad of [
       { p: "fuse", t: "create", g: "x", members: "a,b" },
