@@ -134,6 +134,8 @@ export function approxBytes(v: unknown): number {
       }
       const proto = Object.getPrototypeOf(v);
       if (proto !== Object.prototype && proto !== null) return encode(v).byteLength;
+      // msgpackr may encode what toJSON() returns instead of the properties: count that exactly.
+      if (typeof (v as { toJSON?: unknown }).toJSON === "function") return encode(v).byteLength;
       // for-in, not Object.entries: no array a property (this runs for every proposal). It visits
       // every enumerable string key, own or inherited: at least what msgpackr encodes.
       const o = v as Record<string, unknown>;

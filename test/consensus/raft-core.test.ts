@@ -300,6 +300,16 @@ describe("approxBytes", () => {
       { numRuns: 2000 },
     );
   });
+
+  it("counts a plain object that brings its own toJSON by what the codec writes for it", () => {
+    const big = "x".repeat(500);
+    for (const v of [
+      { constructor: 1, toJSON: () => big },
+      { toJSON: () => ({ a: big }) },
+      { constructor: "c", toJSON: () => [big, big] },
+    ])
+      expect(approxBytes(v)).toBeGreaterThanOrEqual(encode(v).byteLength);
+  });
 });
 
 describe("appends on the wire", () => {
