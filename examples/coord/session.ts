@@ -13,7 +13,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -21,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
 import { AgentClient } from "../../src/agent/agent-client.ts";
+import { freePorts } from "../../src/cli/up-coord.ts";
 import { etcdProto, memberId } from "../../src/coord/etcd-wire.ts";
 
 const SELF = fileURLToPath(import.meta.url);
@@ -55,23 +55,15 @@ async function worker([id, keyHex, socketPath, endpoint]: string[]): Promise<voi
   setInterval(() => {}, 1000); // work until killed
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "faultline-coord-example-"));
   const key = randomBytes(32).toString("hex");
   const env = { ...process.env, FAULTLINE_CLUSTER_KEY: key };
   const socket = join(dir, "agent.sock");
   const names = ["c1", "c2", "c3"];
-  const raft = await Promise.all(names.map(freePort));
-  const client = await Promise.all(names.map(freePort));
+  const ports = await freePorts(2 * names.length); // held open together: no port given twice
+  const raft = ports.slice(0, names.length);
+  const client = ports.slice(names.length);
   const peers = names.map((n, i) => `${n}=127.0.0.1:${raft[i]}:${client[i]}`).join(",");
   const endpoints = client.map((p) => `127.0.0.1:${p}`);
   const procs = new Map<string, ChildProcess>();

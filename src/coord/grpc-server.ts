@@ -66,9 +66,10 @@ export class CoordGrpcServer {
   // call: closures and timestamps a call, for nothing.
   private readonly server = new grpc.Server({ interceptors: [endUnaryAtOnce], "grpc.enable_channelz": 0 });
   private readonly log: Logger;
-  private readonly self: string;
-  private readonly clusterId: string;
-  /** The two ids as protobufjs takes a uint64 without parsing a decimal string every reply. */
+  /**
+   * This member's and the cluster's ids (FNV-1a of the names, as etcd shows them), as protobufjs
+   * takes a uint64 without parsing a decimal string every reply.
+   */
   private readonly wireIds: { cluster: U64Bits; self: U64Bits };
   private readonly pacer: ReplyPacer;
 
@@ -80,14 +81,13 @@ export class CoordGrpcServer {
   ) {
     this.log = logger ?? silentLogger();
     this.pacer = new ReplyPacer(options.repliesPerTurn ?? 16);
-    this.self = memberId(member.id);
-    this.clusterId = memberId(
+    const clusterId = memberId(
       cluster.members
         .map((m) => m.id)
         .sort()
         .join(","),
     );
-    this.wireIds = { cluster: u64Bits(this.clusterId), self: u64Bits(this.self) };
+    this.wireIds = { cluster: u64Bits(clusterId), self: u64Bits(memberId(member.id)) };
     const svc = etcdProto();
     this.server.addService(svc.KV.service, this.kv());
     this.server.addService(svc.Watch.service, { Watch: (call: Pb) => this.watch(call) });

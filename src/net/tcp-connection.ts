@@ -88,10 +88,9 @@ export class TcpConnection {
   /** The socket's write buffer is full; wait for drain. */
   blocked = false;
   /**
-   * Memory for the next outgoing frame: the last frame's, once the socket has handed its bytes to
-   * the kernel (see sendBatch). A fresh buffer a frame cost more than the copy: at 4 KiB, ~1 µs to
-   * allocate, and the garbage (or slabs of views kept alive by the socket) drove a mark-compact
-   * every ~50 ms in a round-trip loop.
+   * Memory frames are sealed into while the socket holds nothing (see sendBatch). A fresh buffer a
+   * frame cost more than the copy: at 4 KiB, ~1 µs to allocate, and the garbage (or slabs of views
+   * kept alive by the socket) drove a mark-compact every ~50 ms in a round-trip loop.
    */
   private spare: Buffer | undefined;
   /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */

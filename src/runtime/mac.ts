@@ -11,6 +11,16 @@ const POLY_KEYS_PER_BLOCK = 64;
 /** Bytes ahead of the body in the keyed SHA-256 input: k1 (32) and the sequence number (8). */
 const PREFIX = 32 + 8;
 
+interface NonceKeys {
+  /** Key of the ChaCha20 keystream the Poly1305 one-time keys come from. */
+  chacha: Buffer;
+  gcm: Buffer;
+  /** The keystream of one block of sequence numbers: 64 Poly1305 keys... */
+  stream: Buffer;
+  /** ...and each as a 32-byte view of it (made once: no view a frame). */
+  polyKeys: Buffer[];
+}
+
 /**
  * The frame MAC. Three constructions, chosen by what is cheapest for the frame at hand; both ends
  * make the same choice from the key's kind and the frame's length:
@@ -48,10 +58,8 @@ export class MacKey {
   /** Keyed SHA-256: k1 || seq || body is assembled here (keys whose sequence numbers may repeat). */
   private scratch: Buffer | undefined;
   /** The nonce-based MACs' keys (a connection's directional key). */
-  private readonly nonceKeys: { chacha: Buffer; gcm: Buffer } | undefined;
-  /** Poly1305 one-time keys for sequence numbers 64·polyBlock .. 64·polyBlock + 63, as 32-byte views. */
-  private polyKeys: Buffer[] = [];
-  private polyStream: Buffer | undefined;
+  private readonly nonceKeys: NonceKeys | undefined;
+  /** Which block of sequence numbers `nonceKeys.stream` holds the Poly1305 keys of. */
   private polyBlock = -1;
   private readonly iv = Buffer.alloc(12);
   private readonly tag = Buffer.alloc(MAC_BYTES);
@@ -65,10 +73,13 @@ export class MacKey {
     if (key.length < 16) throw new RangeError("a MAC key needs at least 16 bytes");
     const derive = (label: string) => createHmac("sha256", key).update(`faultline/v1/mac/${label}`).digest();
     if (options.uniqueSeq) {
-      this.nonceKeys = { chacha: derive("poly1305-keystream"), gcm: derive("gmac") };
-      this.polyStream = Buffer.allocUnsafeSlow(POLY_KEYS_PER_BLOCK * 32); // not pooled: it holds keys
-      for (let i = 0; i < POLY_KEYS_PER_BLOCK; i++)
-        this.polyKeys.push(this.polyStream.subarray(32 * i, 32 * i + 32));
+      const stream = Buffer.allocUnsafeSlow(POLY_KEYS_PER_BLOCK * 32); // not pooled: it holds keys
+      this.nonceKeys = {
+        chacha: derive("poly1305-keystream"),
+        gcm: derive("gmac"),
+        stream,
+        polyKeys: Array.from({ length: POLY_KEYS_PER_BLOCK }, (_, i) => stream.subarray(32 * i, 32 * i + 32)),
+      };
       return;
     }
     const k1 = derive("sha256");
@@ -96,15 +107,15 @@ export class MacKey {
     return this.nonceKeys ? this.nonceTag(this.nonceKeys, seq, body) : this.shaTag(seq, body);
   }
 
-  private nonceTag(keys: { chacha: Buffer; gcm: Buffer }, seq: number, body: Uint8Array): Buffer {
+  private nonceTag(keys: NonceKeys, seq: number, body: Uint8Array): Buffer {
     if (body.length < GMAC_MIN_BYTES) {
       const block = Math.floor(seq / POLY_KEYS_PER_BLOCK);
       if (block !== this.polyBlock) {
         this.setIv(block);
-        sodium.crypto_stream_chacha20_ietf(this.polyStream!, this.iv, keys.chacha);
+        sodium.crypto_stream_chacha20_ietf(keys.stream, this.iv, keys.chacha);
         this.polyBlock = block;
       }
-      sodium.crypto_onetimeauth(this.tag, body, this.polyKeys[seq - block * POLY_KEYS_PER_BLOCK]!);
+      sodium.crypto_onetimeauth(this.tag, body, keys.polyKeys[seq - block * POLY_KEYS_PER_BLOCK]!);
       return this.tag;
     }
     this.setIv(seq);
