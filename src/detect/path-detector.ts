@@ -40,6 +40,8 @@ interface PathState {
   indirectStreak: number;
   directStreak: number;
   last: boolean | undefined;
+  /** When a probe was last answered directly (ms). */
+  lastDirect: number | undefined;
   changes: number[];
   /** When the path was seen down two probes in a row (a lost packet fails one probe, not two). */
   downs: number[];
@@ -66,7 +68,9 @@ interface HostPath {
 /**
  * Conditions of the path from this node to a peer, from the evidence SWIM and the transport give:
  *  - `route-failure`: the peer is alive (a relay reached it) but failAfter probes in a row got no
- *    direct answer, and the path is not flapping;
+ *    direct answer, the path is not flapping, and no frame from the peer failed its integrity check
+ *    since its last direct answer (within corruptQuietMs: a damaged frame arrived, so the route
+ *    carries packets);
  *  - `route-instability`: the direct path changed between working and not flapThreshold times
  *    within flapWindowMs, and at least once it stayed down for two probes in a row (SWIM probes a
  *    path again at once after an indirect answer): on a lossy path a lost ping or ack makes single
@@ -129,6 +133,7 @@ export class PathDetector implements Detector {
         indirectStreak: 0,
         directStreak: 0,
         last: undefined,
+        lastDirect: undefined,
         changes: [],
         downs: [],
         integrity: [],
@@ -154,6 +159,7 @@ export class PathDetector implements Detector {
     if (!direct) h.rtts.length = 0;
     else if (rtt !== undefined) this.onRtt(peer, s, h, now, rtt);
     if (direct) {
+      s.lastDirect = now;
       s.directStreak++;
       s.indirectStreak = 0;
     } else {
@@ -189,7 +195,8 @@ export class PathDetector implements Detector {
       !direct &&
       s.indirectStreak >= this.o.failAfter &&
       s.changes.length <= 2 &&
-      !s.current.has("route-instability")
+      !s.current.has("route-instability") &&
+      !this.damagedSinceDirect(s, now)
     ) {
       this.raise(peer, s, "route-failure", now, `${s.indirectStreak} probes answered only through a relay`);
     } else if ((direct && s.directStreak >= this.o.recoverAfter) || s.current.has("route-instability")) {
@@ -232,11 +239,27 @@ export class PathDetector implements Detector {
     }
   }
 
+  /**
+   * A frame from the peer failed its check since its last direct answer, and not corruptQuietMs
+   * ago: the route carries its packets (damaged), so failed probes are no evidence of a failed
+   * route. Until corruptAfter such frames make it corruption, nothing is said about the path (as
+   * corruption, once reported, holds until corruptQuietMs without a damaged frame).
+   */
+  private damagedSinceDirect(s: PathState, now: number): boolean {
+    const lastBad = s.integrity.at(-1);
+    return (
+      lastBad !== undefined &&
+      now - lastBad < this.o.corruptQuietMs &&
+      (s.lastDirect === undefined || lastBad >= s.lastDirect)
+    );
+  }
+
   private onIntegrity(e: IntegrityEvent): void {
     const now = this.d.clock.now();
     const s = this.state(e.peer);
     s.integrity.push(now);
     prune(s.integrity, now - this.o.flapWindowMs);
+    this.clear(e.peer, s, "route-failure", now);
     if (s.integrity.length >= this.o.corruptAfter) {
       this.raise(
         e.peer,

@@ -3,6 +3,8 @@ import type { Clock, Timer } from "../runtime/clock.ts";
 import { FrameError } from "../runtime/errors.ts";
 import {
   batchFrameBytes,
+  FRAME_HEADER_BYTES,
+  FRAME_MAC_BYTES,
   FrameReader,
   FrameType,
   openFrame,
@@ -93,6 +95,8 @@ export class TcpConnection {
    * kept alive by the socket) drove a mark-compact every ~50 ms in a round-trip loop.
    */
   private spare: Buffer | undefined;
+  /** A Close frame is on its way out: nothing more is read or sent. */
+  private closing = false;
   /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */
   tcpConnected = false;
   readonly remote: string;
@@ -140,7 +144,7 @@ export class TcpConnection {
 
   /** Send a batch of encoded messages. Returns false when the socket buffer is full (backpressure). */
   sendBatch(messages: readonly Buffer[]): boolean {
-    if ((this.state !== "open" && this.state !== "confirming") || !this.sendKey) return false;
+    if ((this.state !== "open" && this.state !== "confirming") || !this.sendKey || this.closing) return false;
     const n = batchFrameBytes(messages);
     // The reusable memory only while the socket holds nothing: then every frame written before,
     // including one that went out asynchronously, has reached the kernel, and the socket keeps no
@@ -186,7 +190,7 @@ export class TcpConnection {
   }
 
   private onData(chunk: Buffer): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.closing) return;
     this.reader.push(chunk);
     try {
       for (;;) {
@@ -203,11 +207,31 @@ export class TcpConnection {
         } else throw new FrameError("bad-type", "data arrived before the connection was established");
       }
     } catch (e) {
-      if (e instanceof FrameError) this.host.badFrame(this, e);
-      else this.host.badFrame(this, new FrameError("bad-payload", String(e), { cause: e }));
+      const err = e instanceof FrameError ? e : new FrameError("bad-payload", String(e), { cause: e });
+      this.host.badFrame(this, err);
       this.errorCode ??= "FL_BAD_FRAME";
-      this.destroy();
+      if (err.reason !== "bad-payload" && err.reason !== "peer-closed") this.closeWith(err.reason);
+      else this.destroy();
     }
+  }
+
+  /**
+   * A frame failed its check: close, and (when a session key is held) tell the peer why in a last
+   * frame, as TLS sends a bad_record_mac alert. Only the receiving side sees damage; this way the
+   * sender learns that its frames arrive damaged too. The socket goes once the frame is written.
+   */
+  private closeWith(reason: string): void {
+    if (this.state === "closed" || this.closing) return;
+    if (!this.sendKey || (this.state !== "open" && this.state !== "confirming")) {
+      this.destroy();
+      return;
+    }
+    this.closing = true;
+    const frame = sealFrame(FrameType.Close, Buffer.from(reason, "utf8"), this.sendKey, this.sendSeq++);
+    this.socket.end(frame, () => this.socket.destroy());
+    // A peer that never reads does not keep the socket.
+    this.timer?.cancel();
+    this.timer = this.host.clock.setTimer(this.host.handshakeTimeoutMs, () => this.socket.destroy());
   }
 
   private onHelloFrame(frame: Buffer): void {
@@ -268,15 +292,28 @@ export class TcpConnection {
     this.host.messages(this, splitBatch(this.authenticate(frame)));
   }
 
-  /** Check a Data frame under the session key and the next sequence number; its payload. */
+  /**
+   * Check a Data frame under the session key and the next sequence number; its payload. A Close
+   * frame that passes the check ends the connection (FrameError "peer-closed", its reason in the
+   * message).
+   */
   private authenticate(frame: Buffer): Buffer {
-    if (frame[3] !== FrameType.Data)
-      throw new FrameError("bad-type", `unexpected frame type ${frame[3]} on an open connection`);
+    const type = frame[3];
+    if (type !== FrameType.Data && type !== FrameType.Close)
+      throw new FrameError("bad-type", `unexpected frame type ${type} on an open connection`);
     if (!verifyFrame(frame, this.recvKey!, this.recvSeq)) {
       throw new FrameError("bad-mac", "frame failed its integrity check (corrupted, forged or replayed)");
     }
     this.recvSeq++;
-    return frame.subarray(8, frame.length - 16);
+    const payload = frame.subarray(FRAME_HEADER_BYTES, frame.length - FRAME_MAC_BYTES);
+    if (type === FrameType.Close) {
+      const why = payload.toString("utf8", 0, Math.min(payload.length, 64)).replace(/[^\w-]/g, "?");
+      throw new FrameError(
+        "peer-closed",
+        `the peer closed the connection: a frame of ours failed its check (${why})`,
+      );
+    }
+    return payload;
   }
 
   private fail(why: string): void {

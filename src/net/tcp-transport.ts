@@ -4,7 +4,7 @@ import { type Clock, realClock, type Timer } from "../runtime/clock.ts";
 import { decode, encode } from "../runtime/codec.ts";
 import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError, type FrameError } from "../runtime/errors.ts";
-import { FRAME_OVERHEAD } from "../runtime/frame.ts";
+import { FRAME_OVERHEAD, MAX_FRAME_PAYLOAD } from "../runtime/frame.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import { MacKey } from "../runtime/mac.ts";
 import { RateLimiter } from "../runtime/rate-limit.ts";
@@ -105,6 +105,16 @@ export class TcpTransport implements Transport, ConnectionHost {
       maxPendingHandshakes: options.maxPendingHandshakes ?? TCP_DEFAULTS.maxPendingHandshakes,
       badFrameLogIntervalMs: options.badFrameLogIntervalMs ?? TCP_DEFAULTS.badFrameLogIntervalMs,
     };
+    if (
+      !Number.isInteger(this.o.maxFrameBytes) ||
+      this.o.maxFrameBytes < 1024 ||
+      this.o.maxFrameBytes > MAX_FRAME_PAYLOAD
+    ) {
+      throw new FaultlineError(
+        ErrorCode.BadConfig,
+        `maxFrameBytes must be a whole number from 1024 to ${MAX_FRAME_PAYLOAD} (a frame's 24-bit length), not ${this.o.maxFrameBytes}`,
+      );
+    }
     this.path = options.path;
     this.listens = options.listen ?? true;
     this.maxFrameBytes = this.o.maxFrameBytes;
@@ -437,15 +447,23 @@ export class TcpTransport implements Transport, ConnectionHost {
   }
 
   badFrame(conn: TcpConnection, err: FrameError): void {
+    if (err.reason === "peer-closed") {
+      // An authenticated Close: frames of ours reached the peer damaged. Evidence about the path
+      // to it as good as a damaged frame of its own (and the only kind a one-way fault gives us).
+      bump(this.counters.badFrames, err.reason);
+      this.emitter.emit("integrity", { peer: conn.peer!, reason: err.reason, at: this.clock.now() });
+      if (this.badFrameLog.take(`closed:${conn.peer}`) >= 0)
+        this.log.warn({ peer: conn.peer }, `${err.message}; our frames reach it damaged`);
+      return;
+    }
     bump(this.counters.badFrames, err.reason);
     // Evidence of a damaged path: frames that failed the check. A payload that passed its MAC but
     // does not decode is a software mismatch, not corruption.
-    // During the handshake, only a HELLO that fails its MAC on a connection we dialed (we know
+    // During the handshake, only a HELLO that fails its check on a connection we dialed (we know
     // whom) or whose dialer authenticated (confirming) counts: garbage from a wrong address is
     // misconfiguration, not a damaged path.
-    const known =
-      conn.state === "open" ||
-      ((conn.state === "confirming" || conn.dir === "out") && err.reason === "bad-mac");
+    const damaged = err.reason === "bad-mac" || err.reason === "bad-check";
+    const known = conn.state === "open" || ((conn.state === "confirming" || conn.dir === "out") && damaged);
     if (known && conn.peer !== undefined && err.reason !== "bad-payload") {
       this.emitter.emit("integrity", { peer: conn.peer, reason: err.reason, at: this.clock.now() });
     }

@@ -52,7 +52,7 @@ export interface TransportStats {
   received: number;
   bytesSent: number;
   bytesReceived: number;
-  /** Frames rejected by the frame check, by reason. */
+  /** Frames rejected by the frame check, by reason ("peer-closed": the peer rejected one of ours). */
   badFrames: Record<string, number>;
   /** Messages dropped locally, by reason. */
   dropped: Record<string, number>;

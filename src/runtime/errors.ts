@@ -38,11 +38,14 @@ export class FaultlineError extends Error {
 export type FrameErrorReason =
   | "bad-magic"
   | "bad-version"
+  | "bad-check"
   | "bad-type"
   | "oversized"
   | "truncated"
   | "bad-mac"
-  | "bad-payload";
+  | "bad-payload"
+  /** The peer closed the connection because a frame of ours failed its check there (a Close frame). */
+  | "peer-closed";
 
 export class FrameError extends FaultlineError {
   readonly reason: FrameErrorReason;

@@ -4,23 +4,31 @@ import { MAC_BYTES, type MacKey } from "./mac.ts";
 /**
  * The frame every faultline byte travels in:
  *
- *   0      2        3       4              8                8+len
- *   +------+--------+-------+--------------+----------------+---------+
- *   | "FL" | version| type  | len (u32 BE) | payload (len)  | mac (16)|
- *   +------+--------+-------+--------------+----------------+---------+
+ *   0      2        3       4       5              8                8+len
+ *   +------+--------+-------+-------+--------------+----------------+---------+
+ *   | "FL" | version| type  | check | len (u24 BE) | payload (len)  | mac (16)|
+ *   +------+--------+-------+-------+--------------+----------------+---------+
  *
  * mac = MacKey.tag(seq, header || payload) (see mac.ts), 16 bytes. `seq` is implicit: a
  * stream connection counts frames per direction, so a replayed, dropped or reordered frame fails
  * its MAC; datagrams use seq 0. The key is the cluster key or a per-connection key derived from it.
+ *
+ * check = CRC-8 (polynomial 0x07) of the other seven header bytes. The MAC cannot be checked before
+ * the whole frame is in, and a length damaged on the way would have the reader wait for bytes that
+ * never come (a flipped bit in the length's middle byte: up to 4 MiB), the connection silently stuck
+ * while the other direction works. The check catches every error of up to three bits in the header,
+ * so a damaged length fails at once, as corruption. (Version 1 had no check and a u32 length.)
  */
 export const FRAME_MAGIC_0 = 0x46; // 'F'
 export const FRAME_MAGIC_1 = 0x4c; // 'L'
-export const FRAME_VERSION = 1;
+export const FRAME_VERSION = 2;
 export const FRAME_HEADER_BYTES = 8;
 export const FRAME_MAC_BYTES = MAC_BYTES;
 export const FRAME_OVERHEAD = FRAME_HEADER_BYTES + FRAME_MAC_BYTES;
 /** Default largest payload accepted (bytes). */
 export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024;
+/** The largest payload the 24-bit length can carry (bytes). */
+export const MAX_FRAME_PAYLOAD = 2 ** 24 - 1;
 
 export const FrameType = {
   /** Connection handshake, authenticated with the cluster key. */
@@ -29,6 +37,12 @@ export const FrameType = {
   Data: 2,
   /** A single self-contained message (simulated network, datagrams). */
   Datagram: 3,
+  /**
+   * The sender's last frame on a connection: a frame it received failed its check, so it closes
+   * the connection, and says why (payload: the reason, UTF-8) under its session key. Its peer thus
+   * learns that its own frames arrive damaged, evidence only the receiving side could see.
+   */
+  Close: 4,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -39,14 +53,57 @@ export interface Frame {
   payload: Buffer;
 }
 
-/** Seal `payload` into a complete frame. */
-export function sealFrame(type: FrameType, payload: Uint8Array, key: MacKey, seq = 0): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
+/** CRC-8, polynomial x^8 + x^2 + x + 1 (0x07), initial value 0: a byte a table lookup. */
+const CRC8 = (() => {
+  const t = new Uint8Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let b = 0; b < 8; b++) c = c & 0x80 ? ((c << 1) ^ 0x07) & 0xff : (c << 1) & 0xff;
+    t[i] = c;
+  }
+  return t;
+})();
+
+export function crc8(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  let c = 0;
+  for (let i = start; i < end; i++) c = CRC8[c ^ bytes[i]!]!;
+  return c;
+}
+
+/** The check byte of the header in h[0..8): CRC-8 of bytes 0-3 and 5-7. */
+export function headerCheck(h: Uint8Array): number {
+  let c = 0;
+  c = CRC8[c ^ h[0]!]!;
+  c = CRC8[c ^ h[1]!]!;
+  c = CRC8[c ^ h[2]!]!;
+  c = CRC8[c ^ h[3]!]!;
+  c = CRC8[c ^ h[5]!]!;
+  c = CRC8[c ^ h[6]!]!;
+  return CRC8[c ^ h[7]!]!;
+}
+
+/** Write a frame header at the start of `out`. */
+export function writeHeader(out: Buffer, type: FrameType, length: number): void {
+  if (length > MAX_FRAME_PAYLOAD) {
+    throw new FrameError(
+      "oversized",
+      `a frame payload of ${length} bytes exceeds the format's ${MAX_FRAME_PAYLOAD}`,
+    );
+  }
   out[0] = FRAME_MAGIC_0;
   out[1] = FRAME_MAGIC_1;
   out[2] = FRAME_VERSION;
   out[3] = type;
-  out.writeUInt32BE(payload.length, 4);
+  out[5] = length >>> 16;
+  out[6] = (length >>> 8) & 0xff;
+  out[7] = length & 0xff;
+  out[4] = headerCheck(out);
+}
+
+/** Seal `payload` into a complete frame. */
+export function sealFrame(type: FrameType, payload: Uint8Array, key: MacKey, seq = 0): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length + FRAME_MAC_BYTES);
+  writeHeader(out, type, payload.length);
   out.set(payload, FRAME_HEADER_BYTES);
   const bodyEnd = FRAME_HEADER_BYTES + payload.length;
   key.sign(seq, out, bodyEnd, out, bodyEnd);
@@ -67,9 +124,12 @@ export function checkHeader(h: Uint8Array, maxPayload: number): { type: FrameTyp
       `frame version ${h[2]} is not supported (this node speaks version ${FRAME_VERSION}): upgrade the older node`,
     );
   }
+  if (h[4] !== headerCheck(h)) {
+    throw new FrameError("bad-check", "frame header failed its check (damaged on the way)");
+  }
   const type = h[3]!;
   if (!KNOWN_TYPES.has(type)) throw new FrameError("bad-type", `unknown frame type ${type}`);
-  const length = ((h[4]! << 24) | (h[5]! << 16) | (h[6]! << 8) | h[7]!) >>> 0;
+  const length = (h[5]! << 16) | (h[6]! << 8) | h[7]!;
   if (length > maxPayload) {
     throw new FrameError("oversized", `frame payload of ${length} bytes exceeds the limit of ${maxPayload}`);
   }
@@ -110,8 +170,8 @@ export function openFrame(
 }
 
 /**
- * Splits a byte stream into frames without trusting it: the header is checked (magic, version, type,
- * length limit) before any payload is buffered, so a hostile length cannot make us allocate.
+ * Splits a byte stream into frames without trusting it: the header is checked (magic, version,
+ * check byte, type, length limit) before any payload is buffered, so a hostile length cannot make us allocate.
  * Authentication is the caller's (it knows the key and the sequence number).
  */
 export class FrameReader {
@@ -211,11 +271,7 @@ export function sealBatch(messages: readonly Buffer[], key: MacKey, seq: number,
   const n = batchFrameBytes(messages);
   const payloadLen = n - FRAME_OVERHEAD;
   const out = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
-  out[0] = FRAME_MAGIC_0;
-  out[1] = FRAME_MAGIC_1;
-  out[2] = FRAME_VERSION;
-  out[3] = FrameType.Data;
-  out.writeUInt32BE(payloadLen, 4);
+  writeHeader(out, FrameType.Data, payloadLen);
   let off = FRAME_HEADER_BYTES;
   for (const m of messages) {
     out.writeUInt32BE(m.length, off);

@@ -22,8 +22,10 @@ function rig() {
   const transport = new Emitter<{ integrity: [unknown] }>();
   const monitor = new Monitor();
   const reports: FailureReport[] = [];
+  const recovered: string[] = [];
   monitor.subscribe({}, (r) => {
     if (r.type === "failure") reports.push(r);
+    else recovered.push(r.kind);
   });
   const d = new PathDetector({
     id: "n1",
@@ -39,10 +41,44 @@ function rig() {
     clock.advance(everyMs);
     swim.emit("path", peer, direct, direct ? rtt : undefined);
   };
-  return { probe, reports, stop: () => d.stop() };
+  /** A frame from `peer` failed its integrity check. */
+  const damaged = (peer = "n3") => transport.emit("integrity", { peer, reason: "bad-mac", at: clock.now() });
+  return { probe, damaged, reports, recovered, stop: () => d.stop() };
 }
 
 describe("PathDetector", () => {
+  it("probes failing while damaged frames arrive are no route failure: the route carries packets", () => {
+    // What the lab saw: a relay flipping bits on n1<->n3; connections keep dying, so probes fail,
+    // but fewer than corruptAfter damaged frames had reached this side when five had failed.
+    const { probe, damaged, reports, stop } = rig();
+    for (let i = 0; i < 5; i++) probe(true, 1.2);
+    probe(false);
+    damaged();
+    for (let i = 0; i < 8; i++) probe(false);
+    expect(reports.map((r) => r.kind)).toEqual([]);
+    // Two more damaged frames: corruption, and still nothing about the route.
+    damaged();
+    damaged();
+    for (let i = 0; i < 8; i++) probe(false);
+    expect(reports.map((r) => r.kind)).toEqual(["corruption"]);
+    stop();
+  });
+
+  it("a route failure without damaged frames is reported, and a damaged frame withdraws it", () => {
+    const { probe, damaged, reports, recovered, stop } = rig();
+    for (let i = 0; i < 5; i++) probe(true, 1.2);
+    for (let i = 0; i < 5; i++) probe(false);
+    expect(reports.map((r) => r.kind)).toEqual(["route-failure"]);
+    damaged();
+    expect(recovered).toEqual(["route-failure"]);
+    for (let i = 0; i < 5; i++) probe(false);
+    expect(reports.map((r) => r.kind)).toEqual(["route-failure"]);
+    // The path stays down and nothing more arrives, damaged or not: a failed route after all.
+    for (let i = 0; i < 60; i++) probe(false);
+    expect(reports.map((r) => r.kind)).toEqual(["route-failure", "route-failure"]);
+    stop();
+  });
+
   it("a path whose round trips climb far above its baseline over a steady run is congestion", () => {
     const { probe, reports, stop } = rig();
     for (let i = 0; i < 20; i++) probe(true, 1.2);

@@ -112,6 +112,54 @@ describe("TCP transport on real sockets", () => {
     expect(integrity.filter((e) => e.peer === "c")).toEqual([]);
   });
 
+  it("a frame damaged one way: its length fails at once, and the receiver's Close tells the sender", async () => {
+    const b = await make("b");
+    const to = b.address() as { host: string; port: number };
+    // In front of b: once armed, flips the top bit of the middle length byte of the next frame a
+    // sends (its length grows by 32 KiB: without the header's check, b would wait for bytes that
+    // never come, and the connection would hang one way).
+    let armed = false;
+    const relay = createServer((inbound) => {
+      const out = connect(to.port, "127.0.0.1");
+      inbound.on("data", (chunk: Buffer) => {
+        if (armed) chunk[6]! ^= 0x80;
+        armed = false;
+        out.write(chunk);
+      });
+      out.pipe(inbound);
+      inbound.on("error", () => out.destroy());
+      out.on("error", () => inbound.destroy());
+      inbound.on("close", () => out.destroy());
+      out.on("close", () => inbound.destroy());
+    });
+    servers.push(relay);
+    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    const a = await make("a", {
+      peers: { b: { host: "127.0.0.1", port: (relay.address() as { port: number }).port } },
+      reconnectInitialMs: 50,
+      reconnectMaxMs: 100,
+    });
+    const seen: Array<{ at: string; peer: string; reason: string }> = [];
+    a.on("integrity", (e) => seen.push({ at: "a", peer: e.peer, reason: e.reason }));
+    b.on("integrity", (e) => seen.push({ at: "b", peer: e.peer, reason: e.reason }));
+    const got: unknown[] = [];
+    b.on("message", (_f, m) => got.push(m));
+    a.send("b", 1);
+    await waitFor(() => got.length === 1, "the first message");
+    armed = true;
+    a.send("b", 2);
+    await waitFor(() => seen.length === 2, "evidence at both ends");
+    expect(seen).toEqual([
+      { at: "b", peer: "a", reason: "bad-check" },
+      { at: "a", peer: "b", reason: "peer-closed" },
+    ]);
+    expect(b.stats().badFrames).toEqual({ "bad-check": 1 });
+    expect(a.stats().badFrames).toEqual({ "peer-closed": 1 });
+    // The connection was closed, not left hanging: the next message goes on a new one.
+    a.send("b", 3);
+    await waitFor(() => got.includes(3), "a message after the damage");
+  });
+
   it("SIGKILL of a peer process surfaces as connection events, and its restart reconnects", async () => {
     const a = await make("a", { reconnectInitialMs: 20, reconnectMaxMs: 100 });
     const events: ConnectionEvent[] = [];

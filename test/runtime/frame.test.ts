@@ -4,14 +4,19 @@ import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../src/runtime/codec.ts";
 import { FrameError } from "../../src/runtime/errors.ts";
 import {
+  checkHeader,
+  crc8,
   FRAME_OVERHEAD,
   FrameReader,
   FrameType,
+  headerCheck,
+  MAX_FRAME_PAYLOAD,
   openFrame,
   sealBatch,
   sealFrame,
   splitBatch,
   verifyFrame,
+  writeHeader,
 } from "../../src/runtime/frame.ts";
 import { MacKey } from "../../src/runtime/mac.ts";
 
@@ -77,6 +82,7 @@ describe("frame", () => {
     expect(reason(() => openFrame(badVersion, KEY))).toBe("bad-version");
     const badType = Buffer.from(f);
     badType[3] = 77;
+    badType[4] = headerCheck(badType);
     expect(reason(() => openFrame(badType, KEY))).toBe("bad-type");
     expect(reason(() => openFrame(sealFrame(FrameType.Datagram, Buffer.alloc(100), KEY), KEY, 99))).toBe(
       "oversized",
@@ -113,9 +119,35 @@ describe("frame", () => {
 
   it("FrameReader rejects a hostile length from the header alone, before buffering the payload", () => {
     const r = new FrameReader(1024);
-    const head = Buffer.from([0x46, 0x4c, 1, FrameType.Data, 0xff, 0xff, 0xff, 0xff]);
+    const head = Buffer.alloc(8);
+    writeHeader(head, FrameType.Data, MAX_FRAME_PAYLOAD);
     r.push(head);
     expect(reason(() => r.next())).toBe("oversized");
+  });
+
+  it("the header check is CRC-8 (poly 0x07): its standard check value", () => {
+    expect(crc8(Buffer.from("123456789"))).toBe(0xf4);
+  });
+
+  it("a header damaged in one, two or three bits fails at once, before any payload is waited for", () => {
+    // A damaged length would otherwise have the reader wait for bytes that never come.
+    fc.assert(
+      fc.property(
+        fc.constantFrom(FrameType.Hello, FrameType.Data, FrameType.Datagram, FrameType.Close),
+        fc.integer({ min: 0, max: MAX_FRAME_PAYLOAD }),
+        fc.uniqueArray(fc.integer({ min: 0, max: 63 }), { minLength: 1, maxLength: 3 }),
+        (type, length, bits) => {
+          const head = Buffer.alloc(8);
+          writeHeader(head, type, length);
+          expect(checkHeader(head, MAX_FRAME_PAYLOAD)).toEqual({ type, length });
+          for (const b of bits) head[b >> 3]! ^= 1 << (b & 7);
+          const r = new FrameReader(MAX_FRAME_PAYLOAD);
+          r.push(head);
+          expect(reason(() => r.next())).toMatch(/^(bad-magic|bad-version|bad-check)$/);
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it("batches round-trip and a damaged batch is rejected", () => {
