@@ -128,6 +128,7 @@ export class TcpConnection {
     });
     socket.on("close", () => this.onClose());
     socket.on("drain", () => {
+      if (this.closing) return;
       this.blocked = false;
       if (this.state === "open") host.drained(this);
     });
@@ -227,6 +228,9 @@ export class TcpConnection {
       return;
     }
     this.closing = true;
+    // Messages still queued stay queued (the transport sends nothing on a blocked connection) and
+    // go on the next connection.
+    this.blocked = true;
     const frame = sealFrame(FrameType.Close, Buffer.from(reason, "utf8"), this.sendKey, this.sendSeq++);
     this.socket.end(frame, () => this.socket.destroy());
     // A peer that never reads does not keep the socket.
