@@ -44,6 +44,10 @@ export class RaftCore {
   term: number;
   vote: NodeId | null;
   leader: NodeId | undefined;
+  /** The leader, unless it is known for certain to be down (an election is on its way). */
+  get liveLeader(): NodeId | undefined {
+    return this.leaderDownKnown && this.role !== "leader" ? undefined : this.leader;
+  }
   commit: number;
   applied: number;
   readonly log: RaftLog;

@@ -35,7 +35,10 @@ export interface CoordMemberOptions {
   compactEvery?: number;
   /** Commit the Raft log off the event loop (RaftNode.commitOffLoop; default false). */
   commitOffLoop?: boolean;
-  /** How long a request forwarded to the leader may take. */
+  /**
+   * How long a request forwarded to the leader may take; also how long a request that arrives
+   * while no leader is known waits for one (default 5000).
+   */
   forwardTimeoutMs?: number;
   /** The largest write request, in key and value bytes (etcd's --max-request-bytes: 1.5 MiB). */
   maxRequestBytes?: number;
@@ -95,6 +98,9 @@ export class CoordMember {
     { to: NodeId; done: (e: Error | undefined, v?: unknown) => void; timer: Timer }
   >();
   private nextFwd = 1;
+  /** Requests that arrived while no leader was known, each woken when one is. */
+  private readonly leaderless = new Set<() => void>();
+  private stopped = false;
   private ticker: Timer | undefined;
   private offs: Array<() => void> = [];
   private leaseSeq = 0;
@@ -125,6 +131,7 @@ export class CoordMember {
         // Requests forwarded to a leader that is no longer one will not be answered: fail them
         // now (the client retries) rather than at their timeout.
         this.failForwards((to) => to !== leader);
+        if (leader !== undefined) for (const wake of [...this.leaderless]) wake();
         o.logger?.info({ leader, term: this.raft.core.term }, "raft leader");
         if (leader === o.id) {
           // A new leader gives every lease a full TTL (etcd's promotion): nobody loses a lease
@@ -177,12 +184,14 @@ export class CoordMember {
     }
     const tick = () => {
       this.expireLeases();
+      for (const wake of [...this.leaderless]) wake();
       this.ticker = this.o.clock.setTimer(TICK_MS, tick);
     };
     this.ticker = this.o.clock.setTimer(TICK_MS, tick);
   }
 
   stop(): void {
+    this.stopped = true;
     for (const off of this.offs.splice(0)) off();
     this.ticker?.cancel();
     const e = new CoordFailure(Status.Unavailable, "etcdserver: server stopped");
@@ -191,6 +200,7 @@ export class CoordMember {
       w.done(e);
     }
     this.waiting.clear();
+    for (const wake of [...this.leaderless]) wake();
     this.watchers.clear();
     this.raft.stop();
   }
@@ -266,9 +276,8 @@ export class CoordMember {
   // ---- leader-side work ------------------------------------------------------------------------
 
   private async leaderOp(req: LeaderOp): Promise<unknown> {
-    const leader = this.raft.core.leader;
+    const leader = this.raft.core.liveLeader ?? (await this.someLeader());
     if (leader === this.o.id) return this.serve(req);
-    if (leader === undefined) throw new CoordFailure(Status.Unavailable, "etcdserver: no leader");
     return new Promise((resolve, reject) => {
       const id = this.nextFwd++;
       const timer = this.o.clock.setTimer(this.o.forwardTimeoutMs ?? 5000, () => {
@@ -277,6 +286,37 @@ export class CoordMember {
       });
       this.waiting.set(id, { to: leader, done: (e, v) => (e ? reject(e) : resolve(v)), timer });
       this.o.transport.send(leader, { p: "coord", t: "fwd", id, req } satisfies CoordMessage);
+    });
+  }
+
+  /**
+   * While no leader is known, or the one known is certainly down (its successor's election is on
+   * its way): wait for a leader (up to forwardTimeoutMs) instead of failing at once or forwarding
+   * to a dead process, as etcd holds a proposal. Nothing has been sent, so the request then goes
+   * to the new leader; a client that gave up meanwhile is not answered. Woken when the leader
+   * changes, and on every tick (the same leader can be heard from again).
+   */
+  private someLeader(): Promise<NodeId> {
+    return new Promise((resolve, reject) => {
+      const wake = () => {
+        const leader = this.raft.core.liveLeader;
+        if (leader !== undefined && !this.stopped) {
+          done();
+          resolve(leader);
+        } else if (this.stopped) {
+          done();
+          reject(new CoordFailure(Status.Unavailable, "etcdserver: server stopped"));
+        }
+      };
+      const timer = this.o.clock.setTimer(this.o.forwardTimeoutMs ?? 5000, () => {
+        done();
+        reject(new CoordFailure(Status.Unavailable, "etcdserver: no leader"));
+      });
+      const done = () => {
+        timer.cancel();
+        this.leaderless.delete(wake);
+      };
+      this.leaderless.add(wake);
     });
   }
 

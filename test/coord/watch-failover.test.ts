@@ -107,6 +107,35 @@ describe("watches across leader failovers (simulation)", () => {
     expect(acked.length).toBeGreaterThan(300);
   }, 120_000);
 
+  it("a write that reaches a member while no leader is known waits for the election, then commits", async () => {
+    const c = cluster(7);
+    await c.run(500);
+    const [lid] = c.leader()!;
+    c.sim.crash(lid);
+    const [, follower] = c.sim.live().find(([id]) => id !== lid && c.sim.state(id) === "up")!;
+    for (const [, m] of c.sim.live()) m.raft.leaderDown(lid, true);
+    expect(follower.raft.core.liveLeader).toBeUndefined(); // not forwarded to the dead leader
+    let outcome: string | undefined;
+    follower.write({ c: "put", req: { key: "k/held", value: "v" } }).then(
+      (r) => (outcome = `revision ${r.revision}`),
+      (e: Error) => (outcome = e.message),
+    );
+    await c.run(400);
+    expect(c.leader()![0]).not.toBe(lid);
+    expect(outcome).toMatch(/^revision \d+$/);
+    expect(follower.mvcc.range({ key: "k/held" })).toMatchObject({
+      ok: true,
+      value: { kvs: [{ value: "v" }] },
+    });
+    // With no election possible (one member of three), it gives up after forwardTimeoutMs.
+    for (const [id] of c.sim.live()) if (id !== follower.id) c.sim.crash(id);
+    await c.run(400);
+    let late: string | undefined;
+    follower.write({ c: "put", req: { key: "k/late", value: "v" } }).catch((e: Error) => (late = e.message));
+    await c.run(5100);
+    expect(late).toBe("etcdserver: no leader");
+  });
+
   it("lease ids the leader picks all have 14 hex digits, as etcd's have a fixed width", async () => {
     const c = cluster(5);
     await c.run(1000);
