@@ -63,6 +63,28 @@ describe("RaftCore: what may leave before it is durable", () => {
     expect(a.role).toBe("leader");
   });
 
+  it("a split vote: the better of two candidates stands again at once, and the other grants it", () => {
+    const b = core("b");
+    const c = core("c");
+    const rb = b.tick(10_000);
+    const rc = c.tick(10_000);
+    expect([b.role, c.role, b.term, c.term]).toEqual(["candidate", "candidate", 1, 1]);
+    // Each gets the other's request for the same term and refuses it (it voted for itself).
+    const fromC = msgsTo(c.receive(10_001, "b", msgsTo(rb, "c")[0]!), "b", true)[0]!;
+    const fromB = msgsTo(b.receive(10_001, "c", msgsTo(rc, "b")[0]!), "c", true)[0]!;
+    expect([fromB, fromC]).toMatchObject([{ granted: false }, { granted: false }]);
+    // b is the better (equal logs, smaller id): it stands again at once; c waits its retry out.
+    expect(b.wakeAt()).toBeLessThanOrEqual(10_001);
+    expect(c.wakeAt()).toBeGreaterThan(10_001 + RAFT_DEFAULTS.heartbeatMs / 2);
+    const again = b.tick(10_001);
+    expect([b.role, b.term]).toEqual(["candidate", 2]);
+    const grant = msgsTo(c.receive(10_002, "b", msgsTo(again, "c")[0]!), "b", true)[0]!;
+    expect(grant).toMatchObject({ t: "vote-r", term: 2, granted: true });
+    b.durable(10_003, again.write!.seq);
+    b.receive(10_003, "c", grant);
+    expect(b.role).toBe("leader");
+  });
+
   it("a follower acknowledges appended entries only after they are durable; the leader counts its own log once durable", () => {
     const a = core("a");
     const b = core("b");
