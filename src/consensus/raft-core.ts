@@ -76,6 +76,8 @@ export class RaftCore {
   private campaignedAt = Number.NEGATIVE_INFINITY;
   private leaderHeardAt = Number.NEGATIVE_INFINITY;
   private leaderDownKnown = false;
+  /** The leader last known for certain to be down (it votes for no candidate). */
+  private downLeader: NodeId | undefined;
   private leaderSuspected = false;
   private succ: NodeId[] = [];
   private votes = new Map<NodeId, boolean>();
@@ -348,6 +350,7 @@ export class RaftCore {
       this.leaderDownKnown && this.leader !== undefined
         ? { leader: this.leader, term: this.term }
         : undefined;
+    if (down) this.downLeader = down.leader;
     if (pre) {
       this.role = "pre-candidate";
     } else {
@@ -405,14 +408,25 @@ export class RaftCore {
       this.resetElection(now);
     }
     this.sendDurably(from, { p: "raft", t: "vote-r", term: this.term, pre: false, granted });
-    // A split vote: two candidates in one term, each voted for itself. The better of the two, in
-    // the order a pre-candidate yields by, stands again at once (in the next term, which the other
-    // grants) instead of both waiting out the retry (a heartbeat, or an election timeout).
-    if (!granted && this.role === "candidate" && this.vote === this.id) {
+    // A split vote: two candidates in one term, each voted for itself. When the rest cannot make
+    // this one a majority (the rival will not vote for it, nor the leader known to be down, nor
+    // any voter that refused), the better of the two, in the order a pre-candidate yields by,
+    // stands again at once (in the next term, which the other grants) instead of both waiting
+    // out the retry (a heartbeat, or an election timeout).
+    if (!granted && this.role === "candidate" && this.vote === this.id && !this.canWinWithout(from)) {
       const equal = m.lastTerm === this.log.lastTerm() && m.lastIndex === this.log.lastIndex();
       const better = upToDate && (!equal || cmp(from, this.id) < 0);
       if (!better) this.campaignAt = Math.min(this.campaignAt, Math.max(now, this.campaignedAt + 1));
     }
+  }
+
+  /** Could this candidate still win its term without `rival`'s vote? */
+  private canWinWithout(rival: NodeId): boolean {
+    let possible = 0;
+    for (const v of this.voterSet) {
+      if (v !== rival && v !== this.downLeader && this.votes.get(v) !== false) possible++;
+    }
+    return possible >= quorum(this.voterSet.length);
   }
 
   private onVoteResponse(now: number, from: NodeId, m: Msg<"vote-r">): void {
@@ -465,6 +479,7 @@ export class RaftCore {
 
   private becomeLeader(now: number): void {
     this.incoming.clear();
+    this.downLeader = undefined;
     this.role = "leader";
     this.setLeader(this.id);
     this.progress.clear();
@@ -487,6 +502,7 @@ export class RaftCore {
     if (this.leader !== from) this.setLeader(from);
     this.leaderHeardAt = now;
     this.leaderDownKnown = false;
+    this.downLeader = undefined;
     this.leaderSuspected = false;
     this.campaignAt = Number.POSITIVE_INFINITY;
     this.resetElection(now);

@@ -37,7 +37,7 @@ export interface CoordMemberOptions {
   commitOffLoop?: boolean;
   /**
    * How long a request forwarded to the leader may take; also how long a request that arrives
-   * while no leader is known waits for one (default 5000).
+   * while no leader is known waits for one (default 5000): such a request can take twice this.
    */
   forwardTimeoutMs?: number;
   /** The largest write request, in key and value bytes (etcd's --max-request-bytes: 1.5 MiB). */
@@ -298,6 +298,10 @@ export class CoordMember {
    */
   private someLeader(): Promise<NodeId> {
     return new Promise((resolve, reject) => {
+      if (this.stopped) {
+        reject(new CoordFailure(Status.Unavailable, "etcdserver: server stopped"));
+        return;
+      }
       const wake = () => {
         const leader = this.raft.core.liveLeader;
         if (leader !== undefined && !this.stopped) {

@@ -38,15 +38,17 @@ export class SendQueue {
     return dropped;
   }
 
-  /** Take messages from the front up to `maxBytes` in total (always at least one if any). */
+  /** Take messages from the front up to `maxBytes` of batch payload, each message with its 4-byte
+   *  length (always at least one if any). */
   take(maxBytes: number): Buffer[] {
     const out: Buffer[] = [];
     let total = 0;
     while (this.length > 0) {
       const next = this.items[this.head]!;
-      if (out.length > 0 && total + next.length > maxBytes) break;
+      // A batch entry is the message and its 4-byte length.
+      if (out.length > 0 && total + 4 + next.length > maxBytes) break;
       out.push(next);
-      total += next.length;
+      total += 4 + next.length;
       this.shift();
     }
     return out;

@@ -40,7 +40,8 @@ export interface ConnectionHost {
   admit(conn: TcpConnection, hello: { from: NodeId; boot: string }): boolean;
   opened(conn: TcpConnection): void;
   messages(conn: TcpConnection, messages: Buffer[]): void;
-  badFrame(conn: TcpConnection, err: FrameError): void;
+  /** A frame failed its check (closeReason: the reason a peer's Close frame gave, for "peer-closed"). */
+  badFrame(conn: TcpConnection, err: FrameError, closeReason?: string): void;
   handshakeFailed(conn: TcpConnection, why: string): void;
   drained(conn: TcpConnection): void;
   /** Called exactly once, when the socket is gone. */
@@ -97,6 +98,8 @@ export class TcpConnection {
   private spare: Buffer | undefined;
   /** A Close frame is on its way out: nothing more is read or sent. */
   private closing = false;
+  /** The reason in the peer's Close frame, once one arrived. */
+  private peerCloseReason: string | undefined;
   /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */
   tcpConnected = false;
   readonly remote: string;
@@ -209,7 +212,7 @@ export class TcpConnection {
       }
     } catch (e) {
       const err = e instanceof FrameError ? e : new FrameError("bad-payload", String(e), { cause: e });
-      this.host.badFrame(this, err);
+      this.host.badFrame(this, err, this.peerCloseReason);
       this.errorCode ??= "FL_BAD_FRAME";
       if (err.reason !== "bad-payload" && err.reason !== "peer-closed") this.closeWith(err.reason);
       else this.destroy();
@@ -219,7 +222,7 @@ export class TcpConnection {
   /**
    * A frame failed its check: close, and (when a session key is held) tell the peer why in a last
    * frame, as TLS sends a bad_record_mac alert. Only the receiving side sees damage; this way the
-   * sender learns that its frames arrive damaged too. The socket goes once the frame is written.
+   * sender learns that its frames arrive damaged too.
    */
   private closeWith(reason: string): void {
     if (this.state === "closed" || this.closing) return;
@@ -232,8 +235,11 @@ export class TcpConnection {
     // go on the next connection.
     this.blocked = true;
     const frame = sealFrame(FrameType.Close, Buffer.from(reason, "utf8"), this.sendKey, this.sendSeq++);
-    this.socket.end(frame, () => this.socket.destroy());
-    // A peer that never reads does not keep the socket.
+    // end(), not destroy() once written: a socket destroyed with bytes unread sends a reset,
+    // which discards what is still queued to send, the Close with it. What arrives meanwhile is
+    // read and dropped; the peer closes on the Close, and a peer that never does (or never reads)
+    // does not keep the socket past the timer.
+    this.socket.end(frame);
     this.timer?.cancel();
     this.timer = this.host.clock.setTimer(this.host.handshakeTimeoutMs, () => this.socket.destroy());
   }
@@ -312,6 +318,7 @@ export class TcpConnection {
     const payload = frame.subarray(FRAME_HEADER_BYTES, frame.length - FRAME_MAC_BYTES);
     if (type === FrameType.Close) {
       const why = payload.toString("utf8", 0, Math.min(payload.length, 64)).replace(/[^\w-]/g, "?");
+      this.peerCloseReason = why;
       throw new FrameError(
         "peer-closed",
         `the peer closed the connection: a frame of ours failed its check (${why})`,

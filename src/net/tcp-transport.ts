@@ -45,6 +45,9 @@ interface Peer {
  * jittered exponential backoff, bounded per-peer queues drained under socket backpressure, and
  * queued messages coalesced into one frame per write.
  */
+/** Frame errors that mean bytes were damaged on the way (the others are mismatches of software). */
+const DAMAGE = new Set(["bad-magic", "bad-version", "bad-check", "bad-mac"]);
+
 export class TcpTransport implements Transport, ConnectionHost {
   readonly id: NodeId;
   readonly boot = newBootId();
@@ -69,6 +72,8 @@ export class TcpTransport implements Transport, ConnectionHost {
   private readonly sockets = new Set<Socket>();
   private readonly pendingInbound = new Set<TcpConnection>();
   private readonly badFrameLog: RateLimiter;
+  /** Largest batch payload: maxBatchBytes, at most the frame limit. */
+  private readonly batchBytes: number;
   private readonly counters: TransportStats = emptyStats();
   private readonly unregisterMetrics: (() => void) | undefined;
   private server: Server | undefined;
@@ -115,6 +120,14 @@ export class TcpTransport implements Transport, ConnectionHost {
         `maxFrameBytes must be a whole number from 1024 to ${MAX_FRAME_PAYLOAD} (a frame's 24-bit length), not ${this.o.maxFrameBytes}`,
       );
     }
+    if (!Number.isInteger(this.o.maxBatchBytes) || this.o.maxBatchBytes < 1) {
+      throw new FaultlineError(
+        ErrorCode.BadConfig,
+        `maxBatchBytes must be a whole number of at least 1, not ${this.o.maxBatchBytes}`,
+      );
+    }
+    // A batch is one frame's payload: never more than the frame limit (both ends share it).
+    this.batchBytes = Math.min(this.o.maxBatchBytes, this.o.maxFrameBytes);
     this.path = options.path;
     this.listens = options.listen ?? true;
     this.maxFrameBytes = this.o.maxFrameBytes;
@@ -356,7 +369,7 @@ export class TcpTransport implements Transport, ConnectionHost {
     const conn = p.conn;
     if (!conn || conn.blocked) return;
     while (p.queue.length > 0) {
-      const batch = p.queue.take(this.o.maxBatchBytes);
+      const batch = p.queue.take(this.batchBytes);
       const ok = conn.sendBatch(batch);
       this.counters.sent += batch.length;
       for (const m of batch) this.counters.bytesSent += m.length;
@@ -446,25 +459,36 @@ export class TcpTransport implements Transport, ConnectionHost {
     }
   }
 
-  badFrame(conn: TcpConnection, err: FrameError): void {
+  badFrame(conn: TcpConnection, err: FrameError, closeReason?: string): void {
+    bump(this.counters.badFrames, err.reason);
     if (err.reason === "peer-closed") {
-      // An authenticated Close: frames of ours reached the peer damaged. Evidence about the path
-      // to it as good as a damaged frame of its own (and the only kind a one-way fault gives us).
-      bump(this.counters.badFrames, err.reason);
-      this.emitter.emit("integrity", { peer: conn.peer!, reason: err.reason, at: this.clock.now() });
+      // An authenticated Close: a frame of ours failed the peer's check. Evidence about the path
+      // to it as good as a damaged frame of its own (the only kind a one-way fault gives us), when
+      // the reason is damage; an oversized frame or an unknown type is a configuration or version
+      // mismatch.
+      const damage = DAMAGE.has(closeReason ?? "");
+      if (damage)
+        this.emitter.emit("integrity", { peer: conn.peer!, reason: err.reason, at: this.clock.now() });
       if (this.badFrameLog.take(`closed:${conn.peer}`) >= 0)
-        this.log.warn({ peer: conn.peer }, `${err.message}; our frames reach it damaged`);
+        this.log.warn(
+          { peer: conn.peer, reason: closeReason },
+          damage ? `${err.message}; our frames reach it damaged` : err.message,
+        );
       return;
     }
-    bump(this.counters.badFrames, err.reason);
-    // Evidence of a damaged path: frames that failed the check. A payload that passed its MAC but
-    // does not decode is a software mismatch, not corruption.
-    // During the handshake, only a HELLO that fails its check on a connection we dialed (we know
-    // whom) or whose dialer authenticated (confirming) counts: garbage from a wrong address is
-    // misconfiguration, not a damaged path.
-    const damaged = err.reason === "bad-mac" || err.reason === "bad-check";
-    const known = conn.state === "open" || ((conn.state === "confirming" || conn.dir === "out") && damaged);
-    if (known && conn.peer !== undefined && err.reason !== "bad-payload") {
+    // Evidence of a damaged path: frames that failed the check on an open connection, or a HELLO
+    // reply that failed its MAC or header check on a connection we dialed (we know whom). Not a payload that passed its
+    // MAC but does not decode, an oversized frame or an unknown type (a software or configuration
+    // mismatch: the header's check passed), nor anything on a connection whose dialer has not yet
+    // proved it holds the key (confirming): a recorded HELLO replayed, then garbage, would make
+    // evidence against the node that sent the HELLO.
+    const damage =
+      conn.state === "open"
+        ? DAMAGE.has(err.reason)
+        : // Before the handshake completes, bad magic or another version is something else
+          // listening there (misconfiguration), not a damaged faultline frame.
+          conn.dir === "out" && (err.reason === "bad-mac" || err.reason === "bad-check");
+    if (damage && conn.peer !== undefined) {
       this.emitter.emit("integrity", { peer: conn.peer, reason: err.reason, at: this.clock.now() });
     }
     const who = conn.state === "open" ? `peer:${conn.peer}` : `addr:${conn.remote}`;

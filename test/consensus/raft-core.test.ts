@@ -63,26 +63,51 @@ describe("RaftCore: what may leave before it is durable", () => {
     expect(a.role).toBe("leader");
   });
 
-  it("a split vote: the better of two candidates stands again at once, and the other grants it", () => {
+  it("a split vote after the leader's certain death: the better candidate stands again at once, and the other grants it", () => {
+    const a = core("a");
+    const b = core("b");
+    const c = core("c");
+    // a leads term 1, and b and c have heard from it.
+    const ra = a.tick(10_000);
+    const rvb = b.receive(10_001, "a", msgsTo(ra, "b")[0]!);
+    b.durable(10_001, rvb.write!.seq);
+    a.durable(10_002, ra.write!.seq);
+    const rl = a.receive(10_002, "b", msgsTo(rvb, "a", true)[0]!);
+    expect(a.role).toBe("leader");
+    b.receive(10_003, "a", msgsTo(rl, "b")[0]!);
+    c.receive(10_003, "a", msgsTo(rl, "c")[0]!);
+    expect([b.leader, c.leader]).toEqual(["a", "a"]);
+    // a dies; both learn it for certain and stand in term 2 at once.
+    b.leaderDown(10_010, "a", true);
+    c.leaderDown(10_010, "a", true);
+    const rb = b.tick(10_100);
+    const rc = c.tick(10_100);
+    expect([b.role, c.role, b.term, c.term]).toEqual(["candidate", "candidate", 2, 2]);
+    // Each gets the other's request for the same term and refuses it (it voted for itself).
+    c.receive(10_101, "b", msgsTo(rb, "c")[0]!);
+    b.receive(10_101, "c", msgsTo(rc, "b")[0]!);
+    // b is the better (equal logs, smaller id) and cannot win without c (a is down): it stands
+    // again at once; c waits its retry out.
+    expect(b.wakeAt()).toBeLessThanOrEqual(10_101);
+    expect(c.wakeAt()).toBeGreaterThan(10_101 + RAFT_DEFAULTS.heartbeatMs / 2);
+    const again = b.tick(10_101);
+    expect([b.role, b.term]).toEqual(["candidate", 3]);
+    const yes = msgsTo(c.receive(10_102, "b", msgsTo(again, "c")[0]!), "b", true)[0]!;
+    expect(yes).toMatchObject({ t: "vote-r", term: 3, granted: true });
+    b.durable(10_103, again.write!.seq);
+    b.receive(10_103, "c", yes);
+    expect(b.role).toBe("leader");
+  });
+
+  it("two candidates in one term with no leader known down: no early retry (a third voter may still decide)", () => {
     const b = core("b");
     const c = core("c");
     const rb = b.tick(10_000);
     const rc = c.tick(10_000);
-    expect([b.role, c.role, b.term, c.term]).toEqual(["candidate", "candidate", 1, 1]);
-    // Each gets the other's request for the same term and refuses it (it voted for itself).
-    const fromC = msgsTo(c.receive(10_001, "b", msgsTo(rb, "c")[0]!), "b", true)[0]!;
-    const fromB = msgsTo(b.receive(10_001, "c", msgsTo(rc, "b")[0]!), "c", true)[0]!;
-    expect([fromB, fromC]).toMatchObject([{ granted: false }, { granted: false }]);
-    // b is the better (equal logs, smaller id): it stands again at once; c waits its retry out.
-    expect(b.wakeAt()).toBeLessThanOrEqual(10_001);
-    expect(c.wakeAt()).toBeGreaterThan(10_001 + RAFT_DEFAULTS.heartbeatMs / 2);
-    const again = b.tick(10_001);
-    expect([b.role, b.term]).toEqual(["candidate", 2]);
-    const grant = msgsTo(c.receive(10_002, "b", msgsTo(again, "c")[0]!), "b", true)[0]!;
-    expect(grant).toMatchObject({ t: "vote-r", term: 2, granted: true });
-    b.durable(10_003, again.write!.seq);
-    b.receive(10_003, "c", grant);
-    expect(b.role).toBe("leader");
+    c.receive(10_001, "b", msgsTo(rb, "c")[0]!);
+    b.receive(10_001, "c", msgsTo(rc, "b")[0]!);
+    // a has not answered: its vote could still make b leader, so b does not throw its term away.
+    expect(b.wakeAt()).toBeGreaterThan(10_001 + RAFT_DEFAULTS.heartbeatMs / 2);
   });
 
   it("a follower acknowledges appended entries only after they are durable; the leader counts its own log once durable", () => {

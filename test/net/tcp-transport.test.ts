@@ -160,6 +160,30 @@ describe("TCP transport on real sockets", () => {
     await waitFor(() => got.includes(3), "a message after the damage");
   });
 
+  it("batches fit the frame limit; a frame over the peer's limit is a mismatch, not evidence of damage", async () => {
+    const msgs = Array.from({ length: 5 }, (_, i) => Buffer.alloc(1500, i));
+    // Both ends at a 2 KiB limit: five 1.5 KB messages go in five frames, all delivered.
+    const b = await make("b", { maxFrameBytes: 2048 });
+    const a = await make("a", { maxFrameBytes: 2048, peers: { b: b.address() } });
+    const seen: string[] = [];
+    for (const t of [a, b]) t.on("integrity", (e) => seen.push(`${t.id}: ${e.peer} ${e.reason}`));
+    const got: unknown[] = [];
+    b.on("message", (_f, m) => got.push(m));
+    for (const m of msgs) a.send("b", m);
+    await waitFor(() => got.length === 5, "five messages under a 2 KiB frame limit");
+    expect(b.stats().badFrames).toEqual({});
+    // A sender with a larger limit batches them into one frame the receiver refuses: the receiver
+    // says why (CLOSE "oversized"), and neither end counts it as damage.
+    const c = await make("c", { peers: { b: b.address() } });
+    c.on("integrity", (e) => seen.push(`c: ${e.peer} ${e.reason}`));
+    c.send("b", 0);
+    await waitFor(() => got.length === 6, "c connected");
+    for (const m of msgs) c.send("b", m);
+    await waitFor(() => (c.stats().badFrames["peer-closed"] ?? 0) === 1, "c to hear b's reason");
+    expect(b.stats().badFrames).toEqual({ oversized: 1 });
+    expect(seen).toEqual([]);
+  });
+
   it("SIGKILL of a peer process surfaces as connection events, and its restart reconnects", async () => {
     const a = await make("a", { reconnectInitialMs: 20, reconnectMaxMs: 100 });
     const events: ConnectionEvent[] = [];
