@@ -18,6 +18,34 @@ describe("TCP transport on real sockets", () => {
     await t.start();
     return t;
   };
+  /** A TCP relay on 127.0.0.1 in front of `t`, which may change the chunks going to it or back. */
+  const relay = async (
+    t: TcpTransport,
+    change: { toward?: (chunk: Buffer) => void; back?: (chunk: Buffer) => void },
+  ) => {
+    const to = t.address() as { host: string; port: number };
+    const server = createServer((inbound) => {
+      const out = connect(to.port, "127.0.0.1");
+      inbound.on("data", (chunk: Buffer) => {
+        change.toward?.(chunk);
+        out.write(chunk);
+      });
+      out.on("data", (chunk: Buffer) => {
+        change.back?.(chunk);
+        inbound.write(chunk);
+      });
+      for (const [x, y] of [
+        [inbound, out],
+        [out, inbound],
+      ] as const) {
+        x.on("error", () => y.destroy());
+        x.on("close", () => y.destroy());
+      }
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return { host: "127.0.0.1", port: (server.address() as { port: number }).port };
+  };
   afterEach(async () => {
     await Promise.all(transports.splice(0).map((t) => t.stop()));
     await procs.killAll();
@@ -73,32 +101,24 @@ describe("TCP transport on real sockets", () => {
 
   it("a HELLO damaged on the way back is integrity evidence about the peer dialed; garbage is not", async () => {
     const b = await make("b");
-    const to = b.address() as { host: string; port: number };
     // In front of b: flips the last bit of the first chunk b sends (its HELLO's MAC).
-    const relay = createServer((inbound) => {
-      const out = connect(to.port, "127.0.0.1");
-      let first = true;
-      out.on("data", (chunk: Buffer) => {
+    let first = true;
+    const toB = await relay(b, {
+      back: (chunk) => {
         if (first) chunk[chunk.length - 1]! ^= 1;
         first = false;
-        inbound.write(chunk);
-      });
-      inbound.pipe(out);
-      inbound.on("error", () => out.destroy());
-      out.on("error", () => inbound.destroy());
-      inbound.on("close", () => out.destroy());
+      },
     });
     // Not faultline at all: answers anything with text.
     const garbage = createServer((s) => {
       s.on("error", () => {});
       s.end("HTTP/1.1 400 Bad Request\r\n\r\n");
     });
-    servers.push(relay, garbage);
-    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+    servers.push(garbage);
     await new Promise<void>((r) => garbage.listen(0, "127.0.0.1", r));
     const port = (s: Server) => (s.address() as { port: number }).port;
     const a = await make("a", {
-      peers: { b: { host: "127.0.0.1", port: port(relay) }, c: { host: "127.0.0.1", port: port(garbage) } },
+      peers: { b: toB, c: { host: "127.0.0.1", port: port(garbage) } },
       reconnectInitialMs: 50,
       reconnectMaxMs: 100,
     });
@@ -114,28 +134,18 @@ describe("TCP transport on real sockets", () => {
 
   it("a frame damaged one way: its length fails at once, and the receiver's Close tells the sender", async () => {
     const b = await make("b");
-    const to = b.address() as { host: string; port: number };
     // In front of b: once armed, flips the top bit of the middle length byte of the next frame a
     // sends (its length grows by 32 KiB: without the header's check, b would wait for bytes that
     // never come, and the connection would hang one way).
     let armed = false;
-    const relay = createServer((inbound) => {
-      const out = connect(to.port, "127.0.0.1");
-      inbound.on("data", (chunk: Buffer) => {
+    const toB = await relay(b, {
+      toward: (chunk) => {
         if (armed) chunk[6]! ^= 0x80;
         armed = false;
-        out.write(chunk);
-      });
-      out.pipe(inbound);
-      inbound.on("error", () => out.destroy());
-      out.on("error", () => inbound.destroy());
-      inbound.on("close", () => out.destroy());
-      out.on("close", () => inbound.destroy());
+      },
     });
-    servers.push(relay);
-    await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
     const a = await make("a", {
-      peers: { b: { host: "127.0.0.1", port: (relay.address() as { port: number }).port } },
+      peers: { b: toB },
       reconnectInitialMs: 50,
       reconnectMaxMs: 100,
     });
