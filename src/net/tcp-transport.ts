@@ -39,15 +39,15 @@ interface Peer {
   flushScheduled: boolean;
 }
 
+/** Frame errors that mean bytes were damaged on the way (the others are mismatches of software). */
+const DAMAGE = new Set(["bad-magic", "bad-version", "bad-check", "bad-mac"]);
+
 /**
  * The real-world transport: one authenticated TCP connection per peer pair (simultaneous dials are
  * resolved deterministically: the connection dialed by the smaller id wins), reconnect with
  * jittered exponential backoff, bounded per-peer queues drained under socket backpressure, and
  * queued messages coalesced into one frame per write.
  */
-/** Frame errors that mean bytes were damaged on the way (the others are mismatches of software). */
-const DAMAGE = new Set(["bad-magic", "bad-version", "bad-check", "bad-mac"]);
-
 export class TcpTransport implements Transport, ConnectionHost {
   readonly id: NodeId;
   readonly boot = newBootId();
@@ -477,11 +477,11 @@ export class TcpTransport implements Transport, ConnectionHost {
       return;
     }
     // Evidence of a damaged path: frames that failed the check on an open connection, or a HELLO
-    // reply that failed its MAC or header check on a connection we dialed (we know whom). Not a payload that passed its
-    // MAC but does not decode, an oversized frame or an unknown type (a software or configuration
-    // mismatch: the header's check passed), nor anything on a connection whose dialer has not yet
-    // proved it holds the key (confirming): a recorded HELLO replayed, then garbage, would make
-    // evidence against the node that sent the HELLO.
+    // reply that failed its MAC or header check on a connection we dialed (we know whom). Not a
+    // payload that passed its MAC but does not decode, an oversized frame or an unknown type (a
+    // software or configuration mismatch: the header's check passed), nor anything on a
+    // connection whose dialer has not yet proved it holds the key (confirming): a recorded HELLO
+    // replayed, then garbage, would make evidence against the node that sent the HELLO.
     const damage =
       conn.state === "open"
         ? DAMAGE.has(err.reason)
