@@ -8,9 +8,10 @@ import { type Address, isAddress, type NodeId } from "./transport.ts";
  * change, so that mismatched nodes fail the handshake with a message that says so. 2: Data frames
  * carry ChaCha20-Poly1305 tags. 3: Data frames carry Poly1305 tags under one-time keys from a
  * ChaCha20 keystream (runtime/mac.ts). 4: frame headers carry a check byte and a 24-bit length
- * (frame version 2), and a Close frame ends a connection whose peer sent a damaged frame. Bump it too when a protocol above the transport changes
- * what it sends incompatibly (the Raft messages, say): nodes of mixed versions then fail their
- * handshakes with a message instead of dropping each other's messages as malformed.
+ * (frame version 2), and a Close frame ends a connection whose peer sent a damaged frame. Bump it
+ * too when a protocol above the transport changes what it sends incompatibly (the Raft messages,
+ * say): nodes of mixed versions then fail their handshakes with a message instead of dropping each
+ * other's messages as malformed.
  */
 export const HANDSHAKE_VERSION = 4;
 export const NONCE_BYTES = 16;

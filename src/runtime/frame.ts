@@ -171,8 +171,8 @@ export function openFrame(
 
 /**
  * Splits a byte stream into frames without trusting it: the header is checked (magic, version,
- * check byte, type, length limit) before any payload is buffered, so a hostile length cannot make us allocate.
- * Authentication is the caller's (it knows the key and the sequence number).
+ * check byte, type, length limit) before any payload is buffered, so a hostile length cannot make
+ * us allocate. Authentication is the caller's (it knows the key and the sequence number).
  */
 export class FrameReader {
   private chunks: Buffer[] = [];
