@@ -78,6 +78,8 @@ export class RaftCore {
   private leaderDownKnown = false;
   /** The leader last known for certain to be down (it votes for no candidate). */
   private downLeader: NodeId | undefined;
+  /** Candidates of this node's term, ranked below it, whose vote requests it refused. */
+  private readonly rivals = new Set<NodeId>();
   private leaderSuspected = false;
   private succ: NodeId[] = [];
   private votes = new Map<NodeId, boolean>();
@@ -361,6 +363,7 @@ export class RaftCore {
       this.setLeader(undefined);
     }
     this.votes.set(this.id, true);
+    if (!pre) this.rivals.clear();
     // While the leader is known or suspected gone, a round that stalls (a voter still defending
     // the leader's lease a moment ago, a lost message) is retried after a heartbeat, not after
     // the election timeout.
@@ -408,25 +411,45 @@ export class RaftCore {
       this.resetElection(now);
     }
     this.sendDurably(from, { p: "raft", t: "vote-r", term: this.term, pre: false, granted });
-    // A split vote: two candidates in one term, each voted for itself. When the rest cannot make
-    // this one a majority (the rival will not vote for it, nor the leader known to be down, nor
-    // any voter that refused), the better of the two, in the order a pre-candidate yields by,
-    // stands again at once (in the next term, which the other grants) instead of both waiting
-    // out the retry (a heartbeat, or an election timeout).
-    if (!granted && this.role === "candidate" && this.vote === this.id && !this.canWinWithout(from)) {
+    // A split vote: two candidates in one term, each voted for itself. The better of the two, in
+    // the order a pre-candidate yields by, remembers the rival; once the rest cannot make it a
+    // majority (see retryIfLost), it stands again at once (in the next term, which the rival
+    // grants) instead of both waiting out the retry (a heartbeat, or an election timeout).
+    if (!granted && this.role === "candidate" && this.vote === this.id) {
       const equal = m.lastTerm === this.log.lastTerm() && m.lastIndex === this.log.lastIndex();
       const better = upToDate && (!equal || cmp(from, this.id) < 0);
-      if (!better) this.campaignAt = Math.min(this.campaignAt, Math.max(now, this.campaignedAt + 1));
+      if (!better) {
+        this.rivals.add(from);
+        this.retryIfLost(now);
+      }
     }
   }
 
-  /** Could this candidate still win its term without `rival`'s vote? */
-  private canWinWithout(rival: NodeId): boolean {
-    let possible = 0;
+  /**
+   * A candidate with a rival it ranks above stands again at once when nobody can win the term:
+   * not itself (not counting the rivals, each of which voted for itself, the leader known to be
+   * down, or any voter that refused, too few are left for a majority), and no rival (not counting
+   * this node, the down leader or the other rivals). While anyone still can, nothing changes: a
+   * candidate about to win does not throw its term away, and a rival about to win is not
+   * disrupted. (Three voters with the leader dead: a full split, settled at once.)
+   */
+  private retryIfLost(now: number): void {
+    if (this.role !== "candidate" || this.rivals.size === 0) return;
+    const q = quorum(this.voterSet.length);
+    let mine = 0;
     for (const v of this.voterSet) {
-      if (v !== rival && v !== this.downLeader && this.votes.get(v) !== false) possible++;
+      const vote = this.votes.get(v);
+      if (vote === true || (!this.rivals.has(v) && v !== this.downLeader && vote !== false)) mine++;
     }
-    return possible >= quorum(this.voterSet.length);
+    if (mine >= q) return;
+    for (const r of this.rivals) {
+      let theirs = 0;
+      for (const v of this.voterSet) {
+        if (v !== this.id && v !== this.downLeader && (v === r || !this.rivals.has(v))) theirs++;
+      }
+      if (theirs >= q) return;
+    }
+    this.campaignAt = Math.min(this.campaignAt, Math.max(now, this.campaignedAt + 1));
   }
 
   private onVoteResponse(now: number, from: NodeId, m: Msg<"vote-r">): void {
@@ -434,6 +457,7 @@ export class RaftCore {
     if (!expecting || !this.voterSet.includes(from)) return;
     this.votes.set(from, m.granted);
     this.countVotes(now);
+    if (!m.pre && !m.granted) this.retryIfLost(now);
   }
 
   private countVotes(now: number): void {

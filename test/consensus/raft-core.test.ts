@@ -99,6 +99,30 @@ describe("RaftCore: what may leave before it is durable", () => {
     expect(b.role).toBe("leader");
   });
 
+  it("five voters: a refused rival that may still win is not disrupted by an early retry", () => {
+    const five = ["a", "b", "c", "d", "e"];
+    const mk = (id: string) =>
+      new RaftCore(id, { ...RAFT_DEFAULTS, preVote: false }, createRng(id.charCodeAt(0)), five, undefined, 0);
+    const [b, c, d, a] = [mk("b"), mk("c"), mk("d"), mk("a")];
+    const rb = b.tick(10_000);
+    const rc = c.tick(10_000);
+    b.durable(10_000, rb.write!.seq);
+    // d and a vote for c; b refuses c (it voted for itself).
+    const dVote = msgsTo(d.receive(10_001, "c", msgsTo(rc, "d")[0]!), "c", true)[0]!;
+    const aVote = msgsTo(a.receive(10_001, "c", msgsTo(rc, "a")[0]!), "c", true)[0]!;
+    expect([dVote, aVote]).toMatchObject([{ granted: true }, { granted: true }]);
+    b.receive(10_001, "c", msgsTo(rc, "b")[0]!);
+    // b, a and e could still make three: nothing changes.
+    expect(b.wakeAt()).toBeGreaterThan(10_001 + RAFT_DEFAULTS.heartbeatMs / 2);
+    const refuse = (x: RaftCore) => msgsTo(x.receive(10_002, "b", msgsTo(rb, x.id)[0]!), "b", true)[0]!;
+    b.receive(10_002, "d", refuse(d));
+    expect(b.wakeAt()).toBeGreaterThan(10_002 + RAFT_DEFAULTS.heartbeatMs / 2);
+    // a refuses too: b cannot win (b and e are two of five), but c can (it has d and a): b waits.
+    b.receive(10_003, "a", refuse(a));
+    expect(b.role).toBe("candidate");
+    expect(b.wakeAt()).toBeGreaterThan(10_003 + RAFT_DEFAULTS.heartbeatMs / 2);
+  });
+
   it("two candidates in one term with no leader known down: no early retry (a third voter may still decide)", () => {
     const b = core("b");
     const c = core("c");

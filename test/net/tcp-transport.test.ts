@@ -181,13 +181,16 @@ describe("TCP transport on real sockets", () => {
     b.on("message", (_f, m) => got.push(m));
     for (const m of msgs) a.send("b", m);
     await waitFor(() => got.length === 5, "five messages under a 2 KiB frame limit");
+    // Twenty of 102 bytes encoded: 2,040 bytes, but 2,120 with each one's 4-byte length.
+    for (let i = 0; i < 20; i++) a.send("b", Buffer.alloc(100, i));
+    await waitFor(() => got.length === 25, "twenty small messages under the same limit");
     expect(b.stats().badFrames).toEqual({});
     // A sender with a larger limit batches them into one frame the receiver refuses: the receiver
     // says why (CLOSE "oversized"), and neither end counts it as damage.
     const c = await make("c", { peers: { b: b.address() } });
     c.on("integrity", (e) => seen.push(`c: ${e.peer} ${e.reason}`));
     c.send("b", 0);
-    await waitFor(() => got.length === 6, "c connected");
+    await waitFor(() => got.length === 26, "c connected");
     for (const m of msgs) c.send("b", m);
     await waitFor(() => (c.stats().badFrames["peer-closed"] ?? 0) === 1, "c to hear b's reason");
     expect(b.stats().badFrames).toEqual({ oversized: 1 });
