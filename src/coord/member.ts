@@ -131,7 +131,7 @@ export class CoordMember {
         // Requests forwarded to a leader that is no longer one will not be answered: fail them
         // now (the client retries) rather than at their timeout.
         this.failForwards((to) => to !== leader);
-        if (leader !== undefined) for (const wake of [...this.leaderless]) wake();
+        if (leader !== undefined) this.wakeLeaderless();
         o.logger?.info({ leader, term: this.raft.core.term }, "raft leader");
         if (leader === o.id) {
           // A new leader gives every lease a full TTL (etcd's promotion): nobody loses a lease
@@ -184,7 +184,7 @@ export class CoordMember {
     }
     const tick = () => {
       this.expireLeases();
-      for (const wake of [...this.leaderless]) wake();
+      this.wakeLeaderless();
       this.ticker = this.o.clock.setTimer(TICK_MS, tick);
     };
     this.ticker = this.o.clock.setTimer(TICK_MS, tick);
@@ -200,7 +200,7 @@ export class CoordMember {
       w.done(e);
     }
     this.waiting.clear();
-    for (const wake of [...this.leaderless]) wake();
+    this.wakeLeaderless();
     this.watchers.clear();
     this.raft.stop();
   }
@@ -298,18 +298,14 @@ export class CoordMember {
    */
   private someLeader(): Promise<NodeId> {
     return new Promise((resolve, reject) => {
-      if (this.stopped) {
-        reject(new CoordFailure(Status.Unavailable, "etcdserver: server stopped"));
-        return;
-      }
       const wake = () => {
         const leader = this.raft.core.liveLeader;
-        if (leader !== undefined && !this.stopped) {
-          done();
-          resolve(leader);
-        } else if (this.stopped) {
+        if (this.stopped) {
           done();
           reject(new CoordFailure(Status.Unavailable, "etcdserver: server stopped"));
+        } else if (leader !== undefined) {
+          done();
+          resolve(leader);
         }
       };
       const timer = this.o.clock.setTimer(this.o.forwardTimeoutMs ?? 5000, () => {
@@ -321,7 +317,12 @@ export class CoordMember {
         this.leaderless.delete(wake);
       };
       this.leaderless.add(wake);
+      wake(); // stopped already
     });
+  }
+
+  private wakeLeaderless(): void {
+    for (const wake of [...this.leaderless]) wake();
   }
 
   private serve(req: LeaderOp): Promise<unknown> {

@@ -64,22 +64,15 @@ const CRC8 = (() => {
   return t;
 })();
 
-export function crc8(bytes: Uint8Array, start = 0, end = bytes.length): number {
-  let c = 0;
+export function crc8(bytes: Uint8Array, start = 0, end = bytes.length, init = 0): number {
+  let c = init;
   for (let i = start; i < end; i++) c = CRC8[c ^ bytes[i]!]!;
   return c;
 }
 
 /** The check byte of the header in h[0..8): CRC-8 of bytes 0-3 and 5-7. */
 export function headerCheck(h: Uint8Array): number {
-  let c = 0;
-  c = CRC8[c ^ h[0]!]!;
-  c = CRC8[c ^ h[1]!]!;
-  c = CRC8[c ^ h[2]!]!;
-  c = CRC8[c ^ h[3]!]!;
-  c = CRC8[c ^ h[5]!]!;
-  c = CRC8[c ^ h[6]!]!;
-  return CRC8[c ^ h[7]!]!;
+  return crc8(h, 5, 8, crc8(h, 0, 4));
 }
 
 /** Write a frame header at the start of `out`. */
