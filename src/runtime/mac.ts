@@ -1,5 +1,6 @@
 import { createCipheriv, createHmac, hash } from "node:crypto";
 import sodium from "sodium-native";
+import { poly1305 } from "./poly1305.ts";
 
 /** Bytes of MAC carried by every frame. */
 export const MAC_BYTES = 16;
@@ -43,10 +44,10 @@ interface NonceKeys {
  *   taken from a stream cipher's keystream), minus the AEAD's padding and lengths, which a frame
  *   does not need: its header fixes its length. Keystream blocks never repeat because sequence
  *   numbers do not, so no Poly1305 key is used twice. One keystream call makes 64 keys (~1 µs), so
- *   a frame costs one Poly1305 pass: 0.19 µs at 64 B and 1.1 µs at 4 KiB, against 0.6 and 1.4 µs
- *   for a ChaCha20-Poly1305 call per frame, which spends a ChaCha20 block and its set-up on the key
- *   every time. Through libsodium (sodium-native); node:crypto exposes no bare Poly1305, and its
- *   AEADs are objects made per message, ~3 µs each before the first byte.
+ *   a frame costs one Poly1305 pass. node:crypto exposes no bare Poly1305 (its AEADs are objects
+ *   made per message, ~3 µs each before the first byte), so the pass is OpenSSL's through a small
+ *   addon (native/poly1305.c, see poly1305.ts): 0.13 µs at 64 B and ~0.5 µs at 4 KiB; where the
+ *   addon is not built, libsodium's (sodium-native), 0.19 and 1.1–2.3 µs — the same tags.
  * - **GMAC** (AES-256-GCM, empty plaintext, the body as AAD, IV = 0^32 || seq): from
  *   GMAC_MIN_BYTES under a connection key. AES-NI/VAES make it the fastest per byte (125 µs a MiB
  *   against 240 for Poly1305); the per-call object costs ~2.5 µs, repaid from ~16 KiB.
@@ -103,21 +104,24 @@ export class MacKey {
   }
 
   private digest(seq: number, src: Uint8Array, end: number): Buffer {
+    if (this.nonceKeys && end < GMAC_MIN_BYTES) return this.polyTag(this.nonceKeys, seq, src, end);
     const body = end === src.length ? src : src.subarray(0, end);
-    return this.nonceKeys ? this.nonceTag(this.nonceKeys, seq, body) : this.shaTag(seq, body);
+    return this.nonceKeys ? this.gmacTag(this.nonceKeys, seq, body) : this.shaTag(seq, body);
   }
 
-  private nonceTag(keys: NonceKeys, seq: number, body: Uint8Array): Buffer {
-    if (body.length < GMAC_MIN_BYTES) {
-      const block = Math.floor(seq / POLY_KEYS_PER_BLOCK);
-      if (block !== this.polyBlock) {
-        this.setIv(block);
-        sodium.crypto_stream_chacha20_ietf(keys.stream, this.iv, keys.chacha);
-        this.polyBlock = block;
-      }
-      sodium.crypto_onetimeauth(this.tag, body, keys.polyKeys[seq - block * POLY_KEYS_PER_BLOCK]!);
-      return this.tag;
+  private polyTag(keys: NonceKeys, seq: number, src: Uint8Array, end: number): Buffer {
+    const block = Math.floor(seq / POLY_KEYS_PER_BLOCK);
+    if (block !== this.polyBlock) {
+      this.setIv(block);
+      sodium.crypto_stream_chacha20_ietf(keys.stream, this.iv, keys.chacha);
+      this.polyBlock = block;
     }
+    const data = Buffer.isBuffer(src) ? src : Buffer.from(src.buffer, src.byteOffset, src.length);
+    poly1305(this.tag, keys.polyKeys[seq - block * POLY_KEYS_PER_BLOCK]!, data, end);
+    return this.tag;
+  }
+
+  private gmacTag(keys: NonceKeys, seq: number, body: Uint8Array): Buffer {
     this.setIv(seq);
     const c = createCipheriv("aes-256-gcm", keys.gcm, this.iv, { authTagLength: MAC_BYTES });
     c.setAAD(body);

@@ -19,6 +19,12 @@ import {
   writeHeader,
 } from "../../src/runtime/frame.ts";
 import { MacKey } from "../../src/runtime/mac.ts";
+import {
+  poly1305 as fastPoly1305,
+  passesTestVector,
+  poly1305Impl,
+  poly1305Sodium,
+} from "../../src/runtime/poly1305.ts";
 
 const KEY = new MacKey(Buffer.alloc(32, 1));
 const OTHER = new MacKey(Buffer.alloc(32, 2));
@@ -309,6 +315,49 @@ describe("MacKey", () => {
       const want = poly1305(otk, f.subarray(0, f.length - 16));
       expect(want.equals(f.subarray(f.length - 16))).toBe(true);
     }
+  });
+
+  it("OpenSSL's Poly1305 (the addon) and libsodium's both give the reference's tags", () => {
+    // Both implementations of the frame MAC's Poly1305 must agree with the RFC bit for bit: a
+    // node using one and a peer using the other must accept each other's frames. Lengths of every
+    // residue mod 16, tags of a prefix (`end`), keys with every bit pattern.
+    expect(passesTestVector(fastPoly1305)).toBe(true);
+    expect(passesTestVector(poly1305Sodium)).toBe(true);
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 32, maxLength: 32 }),
+        fc.uint8Array({ maxLength: 5000 }),
+        fc.nat(),
+        (k, m, cut) => {
+          const key = Buffer.from(k);
+          const data = Buffer.from(m);
+          const end = data.length === 0 ? 0 : cut % (data.length + 1);
+          const want = poly1305(key, data.subarray(0, end));
+          for (const f of [fastPoly1305, poly1305Sodium]) {
+            const out = Buffer.alloc(16);
+            f(out, key, data, end);
+            expect(out.toString("hex")).toBe(want.toString("hex"));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("frames use OpenSSL's Poly1305: npm install built the addon (native/poly1305.c)", () => {
+    // Without it faultline still works (libsodium's Poly1305, same tags) but a 4 KiB frame's MAC
+    // costs 2-4 times as much; CI must not lose the fast path silently.
+    expect(poly1305Impl).toEqual({ impl: "openssl" });
+  });
+
+  it("the addon refuses bad arguments with a clear error", () => {
+    if (poly1305Impl.impl !== "openssl") return;
+    const out = Buffer.alloc(16);
+    const key = Buffer.alloc(32, 1);
+    expect(() => fastPoly1305(out, key, Buffer.alloc(10), 11)).toThrow(/end <= data.length/);
+    expect(() => fastPoly1305(out, Buffer.alloc(31), Buffer.alloc(10), 10)).toThrow(/key 32/);
+    expect(() => fastPoly1305(Buffer.alloc(15), key, Buffer.alloc(10), 10)).toThrow(/out needs 16/);
+    expect(() => fastPoly1305(out, key, "text" as unknown as Buffer, 1)).toThrow(/data must be a Buffer/);
   });
 
   it("refuses a key shorter than 16 bytes", () => {
