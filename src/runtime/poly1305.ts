@@ -32,9 +32,13 @@ export function passesTestVector(f: Poly1305): boolean {
   return out.equals(RFC_TAG);
 }
 
-/** The package's root: where native/ and build/ are (two levels above src/runtime or dist/runtime). */
+/**
+ * The package's root, where native/ and build/ are: two levels above src/runtime (or dist/runtime),
+ * three above a bundle in node_modules/.cache/faultline (the benches' and tests' child processes).
+ */
 function packageRoot(): string {
-  return fileURLToPath(new URL("../../", import.meta.url));
+  const candidates = ["../../", "../../../"].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+  return candidates.find((d) => existsSync(join(d, "native", "poly1305.c"))) ?? candidates[0]!;
 }
 
 /** The addon's source and where its build for that exact source lives (keyed by the source's hash). */
