@@ -166,6 +166,10 @@ export class PathDetector implements Detector {
       s.indirectStreak++;
       s.directStreak = 0;
       if (s.indirectStreak === 2) s.downs.push(now);
+      // The peer is alive (a relay reached it) and the direct path failed twice in a row: the
+      // connection may be stalled in TCP's retransmission backoff after an outage, which outlasts
+      // the outage. A fresh connection measures the path as it is now.
+      if (s.indirectStreak >= 2) this.d.transport.refresh?.(peer);
     }
     if (s.last !== undefined && s.last !== direct) s.changes.push(now);
     s.last = direct;

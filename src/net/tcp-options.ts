@@ -19,6 +19,11 @@ export const TCP_DEFAULTS = {
   maxBatchBytes: 64 * 1024,
   /** Time allowed for connect + HELLO exchange. */
   handshakeTimeoutMs: 3000,
+  /**
+   * refresh(peer) replaces a connection only when nothing has arrived on it for this long, and
+   * at most once per this interval per peer (ms).
+   */
+  refreshQuietMs: 1000,
   reconnectInitialMs: 50,
   reconnectMaxMs: 2000,
   /** Inbound sockets that have not finished the handshake; more are refused at once. */
@@ -54,6 +59,7 @@ export interface TcpTransportOptions {
   overflow?: OverflowPolicy;
   maxBatchBytes?: number;
   handshakeTimeoutMs?: number;
+  refreshQuietMs?: number;
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
   maxPendingHandshakes?: number;

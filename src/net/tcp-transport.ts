@@ -37,6 +37,8 @@ interface Peer {
   /** Keep a connection to this peer (we sent to it, or were asked to). */
   wanted: boolean;
   flushScheduled: boolean;
+  /** When a stalled connection to it was last replaced (refresh), ms. */
+  refreshedAt: number | undefined;
 }
 
 /** Frame errors that mean bytes were damaged on the way (the others are mismatches of software). */
@@ -105,6 +107,7 @@ export class TcpTransport implements Transport, ConnectionHost {
       overflow: options.overflow ?? TCP_DEFAULTS.overflow,
       maxBatchBytes: options.maxBatchBytes ?? TCP_DEFAULTS.maxBatchBytes,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? TCP_DEFAULTS.handshakeTimeoutMs,
+      refreshQuietMs: options.refreshQuietMs ?? TCP_DEFAULTS.refreshQuietMs,
       reconnectInitialMs: options.reconnectInitialMs ?? TCP_DEFAULTS.reconnectInitialMs,
       reconnectMaxMs: options.reconnectMaxMs ?? TCP_DEFAULTS.reconnectMaxMs,
       maxPendingHandshakes: options.maxPendingHandshakes ?? TCP_DEFAULTS.maxPendingHandshakes,
@@ -118,6 +121,12 @@ export class TcpTransport implements Transport, ConnectionHost {
       throw new FaultlineError(
         ErrorCode.BadConfig,
         `maxFrameBytes must be a whole number from 1024 to ${MAX_FRAME_PAYLOAD} (a frame's 24-bit length), not ${this.o.maxFrameBytes}`,
+      );
+    }
+    if (!(this.o.refreshQuietMs >= 0)) {
+      throw new FaultlineError(
+        ErrorCode.BadConfig,
+        `refreshQuietMs must be a number of milliseconds, 0 or more, not ${this.o.refreshQuietMs}`,
       );
     }
     if (!Number.isInteger(this.o.maxBatchBytes) || this.o.maxBatchBytes < 1) {
@@ -308,6 +317,30 @@ export class TcpTransport implements Transport, ConnectionHost {
     return !(dropped > 0 && this.o.overflow === "drop-newest");
   }
 
+  /**
+   * Replace the connection to `to` with a fresh one if it looks stalled: nothing has arrived on it
+   * for refreshQuietMs (a connection that still delivers is lossy, not stalled), and it was not
+   * refreshed within that long. The old connection carries on until the new one is established,
+   * then is closed like any superseded one (frames still in it are lost: delivery is best effort).
+   * Only the side with the smaller id refreshes: its dial wins a simultaneous dial, so the peer
+   * takes it; a dial from the other side would be turned down while the old connection lasts.
+   */
+  refresh(to: NodeId): void {
+    const p = this.peerMap.get(to);
+    const old = p?.conn;
+    if (this.state !== "started" || !p || !old || p.dial || !p.addr || !(this.id < to)) return;
+    const now = this.clock.now();
+    if (now - old.lastReceivedAt < this.o.refreshQuietMs) return;
+    if (p.refreshedAt !== undefined && now - p.refreshedAt < this.o.refreshQuietMs) return;
+    p.refreshedAt = now;
+    this.counters.refreshes++;
+    this.log.debug(
+      { peer: to, quietMs: Math.round(now - old.lastReceivedAt) },
+      "connection stalled: dialing afresh",
+    );
+    this.dial(p, p.addr).refresh = true;
+  }
+
   stats(): TransportStats {
     return {
       ...this.counters,
@@ -333,6 +366,7 @@ export class TcpTransport implements Transport, ConnectionHost {
         backoffMs: this.o.reconnectInitialMs,
         wanted: false,
         flushScheduled: false,
+        refreshedAt: undefined,
       };
       this.peerMap.set(id, p);
     }
@@ -341,11 +375,15 @@ export class TcpTransport implements Transport, ConnectionHost {
 
   private ensureDial(p: Peer): void {
     if (this.state !== "started" || p.conn || p.dial || p.retry || !p.addr) return;
-    const a = p.addr;
+    this.dial(p, p.addr);
+  }
+
+  private dial(p: Peer, a: Address): TcpConnection {
     const socket =
       "path" in a ? createConnection({ path: a.path }) : createConnection({ host: a.host, port: a.port });
     this.track(socket);
     p.dial = new TcpConnection(this, socket, "out", p.id);
+    return p.dial;
   }
 
   private scheduleRetry(p: Peer): void {
@@ -524,6 +562,9 @@ export class TcpTransport implements Transport, ConnectionHost {
       this.scheduleRetry(p);
     } else if (p.dial === conn) {
       p.dial = undefined;
+      // A fresh dial to replace a stalled connection that did not succeed (the path is still
+      // down): the old connection is still the one that counts.
+      if (conn.refresh && p.conn) return;
       // A dial the peer accepted and then closed cleanly during the handshake is no evidence of
       // failure: that is how the peer turns down our side of a simultaneous dial.
       if (!(kind === "closed" && code === undefined && conn.tcpConnected))

@@ -68,6 +68,16 @@ export function registerTransportMetrics(registry: Registry, transport: Transpor
         });
       },
     });
+    new Counter({
+      name: "faultline_transport_refreshes_total",
+      help: "Connections replaced by a fresh one because they had stalled (peer reached only through a relay, nothing received)",
+      labelNames: ["node"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        each((t) => this.inc({ node: t.id }, t.stats().refreshes));
+      },
+    });
     new Gauge({
       name: "faultline_transport_open_connections",
       help: "Sockets currently open (any state)",
@@ -93,6 +103,7 @@ export function emptyStats(): ReturnType<Transport["stats"]> {
     badFrames: {},
     dropped: {},
     openConnections: 0,
+    refreshes: 0,
   };
 }
 

@@ -57,6 +57,8 @@ export interface TransportStats {
   /** Messages dropped locally, by reason. */
   dropped: Record<string, number>;
   openConnections: number;
+  /** Connections replaced by a fresh one because they had stalled (see Transport.refresh). */
+  refreshes: number;
 }
 
 /** A frame from a known peer failed its integrity check (it was dropped). */
@@ -84,5 +86,13 @@ export interface Transport extends Service {
   on<K extends keyof TransportEvents>(event: K, fn: (...args: TransportEvents[K]) => void): () => void;
   /** Peers this transport knows an address (or a route) for. */
   peers(): NodeId[];
+  /**
+   * A hint that the connection to `to` may have stalled: the peer answered through a relay while
+   * direct probes went unanswered. A stream transport may replace the connection with a fresh
+   * one — after a short outage TCP's retransmission backoff can keep a connection silent for as
+   * long again (a retransmission 3 s after a 1.5 s loss), and a new connection carries none.
+   * Optional; where connections cannot stall, absent.
+   */
+  refresh?(to: NodeId): void;
   stats(): TransportStats;
 }

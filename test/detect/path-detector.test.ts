@@ -19,7 +19,10 @@ function rig() {
     // n3 and agent:h3 share host h3 (one network path).
     { core: { member: (id: string) => ({ id, host: id.endsWith("3") ? "h3" : id }) } },
   );
-  const transport = new Emitter<{ integrity: [unknown] }>();
+  const refreshed: string[] = [];
+  const transport = Object.assign(new Emitter<{ integrity: [unknown] }>(), {
+    refresh: (peer: string) => refreshed.push(peer),
+  });
   const monitor = new Monitor();
   const reports: FailureReport[] = [];
   const recovered: string[] = [];
@@ -43,7 +46,7 @@ function rig() {
   };
   /** A frame from `peer` failed its integrity check. */
   const damaged = (peer = "n3") => transport.emit("integrity", { peer, reason: "bad-mac", at: clock.now() });
-  return { probe, damaged, reports, recovered, stop: () => d.stop() };
+  return { probe, damaged, reports, recovered, refreshed, stop: () => d.stop() };
 }
 
 describe("PathDetector", () => {
@@ -76,6 +79,20 @@ describe("PathDetector", () => {
     // The path stays down and nothing more arrives, damaged or not: a failed route after all.
     for (let i = 0; i < 60; i++) probe(false);
     expect(reports.map((r) => r.kind)).toEqual(["route-failure", "route-failure"]);
+    stop();
+  });
+
+  it("asks the transport for a fresh connection once the direct path failed twice in a row, not on one lost probe", () => {
+    const { probe, refreshed, stop } = rig();
+    for (let i = 0; i < 3; i++) probe(true, 1.2);
+    probe(false); // a lost ping or ack
+    probe(true, 1.2);
+    expect(refreshed).toEqual([]);
+    probe(false);
+    probe(false); // twice in a row: the connection may be stuck in retransmission backoff
+    expect(refreshed).toEqual(["n3"]);
+    probe(false); // still down: asked again (the transport limits how often it dials)
+    expect(refreshed).toEqual(["n3", "n3"]);
     stop();
   });
 

@@ -18,21 +18,31 @@ describe("TCP transport on real sockets", () => {
     await t.start();
     return t;
   };
-  /** A TCP relay on 127.0.0.1 in front of `t`, which may change the chunks going to it or back. */
+  /**
+   * A TCP relay on 127.0.0.1 in front of `t`, which may change the chunks going to it or back;
+   * with `connections`, each connection it relays is listed there and, while `stalled`, its bytes
+   * go nowhere (a connection stuck in TCP's retransmission backoff).
+   */
   const relay = async (
     t: TcpTransport,
-    change: { toward?: (chunk: Buffer) => void; back?: (chunk: Buffer) => void },
+    change: {
+      toward?: (chunk: Buffer) => void;
+      back?: (chunk: Buffer) => void;
+      connections?: Array<{ stalled: boolean }>;
+    },
   ) => {
     const to = t.address() as { host: string; port: number };
     const server = createServer((inbound) => {
+      const c = { stalled: false };
+      change.connections?.push(c);
       const out = connect(to.port, "127.0.0.1");
       inbound.on("data", (chunk: Buffer) => {
         change.toward?.(chunk);
-        out.write(chunk);
+        if (!c.stalled) out.write(chunk);
       });
       out.on("data", (chunk: Buffer) => {
         change.back?.(chunk);
-        inbound.write(chunk);
+        if (!c.stalled) inbound.write(chunk);
       });
       for (const [x, y] of [
         [inbound, out],
@@ -97,6 +107,55 @@ describe("TCP transport on real sockets", () => {
       else expect(relayed).toBe(0);
       await Promise.all([a.stop(), b2.stop()]);
     }
+  });
+
+  it("refresh() replaces a stalled connection with a fresh one, quietly; a live one, or from the larger id, never", async () => {
+    const b = await make("b");
+    const relayed: Array<{ stalled: boolean }> = [];
+    const via = await relay(b, { connections: relayed });
+    const server = servers.at(-1)!;
+    const a = await make("a", { peers: { b: via }, pinPeers: true, refreshQuietMs: 100 });
+    const events: string[] = [];
+    a.on("connection", (e) => events.push(`a:${e.kind}`));
+    b.on("connection", (e) => events.push(`b:${e.kind}`));
+    const atA: unknown[] = [];
+    const atB: unknown[] = [];
+    a.on("message", (_f, m) => atA.push(m));
+    b.on("message", (_f, m) => atB.push(m));
+    a.send("b", "one");
+    await waitFor(() => atB.length === 1, "b to get the first message");
+    b.send("a", "back");
+    await waitFor(() => atA.length === 1, "a to get b's answer");
+
+    a.refresh("b"); // something arrived within refreshQuietMs: not stalled
+    expect(a.stats().refreshes).toBe(0);
+    relayed[0]!.stalled = true;
+    a.send("b", "lost in the stall");
+    await new Promise((r) => setTimeout(r, 150));
+    b.refresh("a"); // the larger id: a would turn its dial down
+    expect(b.stats().refreshes).toBe(0);
+    a.refresh("b");
+    a.refresh("b"); // one at a time
+    expect(a.stats().refreshes).toBe(1);
+    await waitFor(() => relayed.length === 2, "a fresh connection through the relay");
+    a.send("b", "two");
+    await waitFor(() => atB.includes("two"), "b to get a message on the fresh connection");
+    b.send("a", "back again");
+    await waitFor(() => atA.includes("back again"), "a to get b's answer on it");
+    await waitFor(() => a.stats().openConnections === 1, "the stalled connection closed");
+    // The replacement is not news: no closed, reset or timeout event on either side.
+    expect(events.filter((e) => !e.endsWith(":connected"))).toEqual([]);
+
+    // A fresh dial that fails (the path is still down) is not news either, and the old
+    // connection stays the one that counts.
+    relayed[1]!.stalled = true;
+    server.close(); // no more connections (the ones made stay)
+    await new Promise((r) => setTimeout(r, 150));
+    a.refresh("b");
+    expect(a.stats().refreshes).toBe(2);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(events.filter((e) => !e.endsWith(":connected"))).toEqual([]);
+    expect(a.peerState("b")).toBe("connected");
   });
 
   it("a HELLO damaged on the way back is integrity evidence about the peer dialed; garbage is not", async () => {
