@@ -80,6 +80,9 @@ const P_META = 0x08;
  */
 export class LmdbStore implements DurableStore {
   private readonly env: RootDatabase;
+  /** commitAsync transactions not yet done; close() waits for them. */
+  private readonly inflight = new Set<Promise<void>>();
+  private closing = false;
 
   private constructor(
     readonly dir: string,
@@ -116,16 +119,34 @@ export class LmdbStore implements DurableStore {
    * prefix of the batches, each whole.
    */
   async commitAsync(writes: ReadonlyMap<string, unknown>): Promise<void> {
-    await this.env.transaction(() => {
-      for (const [k, v] of writes) {
-        if (v === undefined) void this.env.remove(k);
-        else void this.env.put(k, v);
-      }
-    });
-    if (this.durability === "sync") await this.env.flushed;
+    if (this.closing) {
+      throw new FaultlineError(ErrorCode.Stopped, `durable store ${this.dir} is closed: nothing was written`);
+    }
+    const done = (async () => {
+      await this.env.transaction(() => {
+        for (const [k, v] of writes) {
+          if (v === undefined) void this.env.remove(k);
+          else void this.env.put(k, v);
+        }
+      });
+      if (this.durability === "sync") await this.env.flushed;
+    })();
+    this.inflight.add(done);
+    try {
+      await done;
+    } finally {
+      this.inflight.delete(done);
+    }
   }
 
+  /**
+   * Close once the transactions already handed to the write thread are done: lmdb-js runs a
+   * queued transaction's callback later, and one that ran after the environment closed threw
+   * ("Database is closed") where nobody could catch it.
+   */
   async close(): Promise<void> {
+    this.closing = true;
+    await Promise.allSettled([...this.inflight]);
     await this.env.close();
   }
 }

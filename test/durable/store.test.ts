@@ -29,6 +29,23 @@ describe("LmdbStore", () => {
     return dir;
   }
 
+  it("close() waits for commits already handed to the write thread; a commit after close is refused", async () => {
+    const dir = fresh();
+    const s = LmdbStore.open(dir);
+    // Queued, not awaited: a Raft member stopped while its batch is on its way to disk.
+    const pending = [1, 2, 3].map((i) => s.commitAsync!(new Map<string, unknown>([[`k${i}`, i]])));
+    await s.close();
+    await Promise.all(pending);
+    await expect(s.commitAsync!(new Map<string, unknown>([["late", 1]]))).rejects.toThrow(/is closed/);
+    const again = LmdbStore.open(dir);
+    expect([...again.load()]).toEqual([
+      ["k1", 1],
+      ["k2", 2],
+      ["k3", 3],
+    ]);
+    await again.close();
+  });
+
   it("commits atomic batches that survive a reopen; undefined deletes", async () => {
     const dir = fresh();
     const s = LmdbStore.open(dir);
