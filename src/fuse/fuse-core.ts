@@ -181,6 +181,8 @@ export class FuseCore {
     const stale = boot !== undefined && current !== undefined && current !== boot;
     if (!stale) {
       this.gone.add(member);
+      // The life reported dead: an answer from it arriving late does not bring it back (answered).
+      if (boot !== undefined) this.lives.set(member, boot);
       for (const g of this.groups.values()) g.unacked?.delete(member);
     }
     for (const id of [...(this.byMember.get(member) ?? [])]) {
@@ -236,6 +238,7 @@ export class FuseCore {
       case "create-ack":
         if (g?.state === "creating" && g.members.includes(from)) {
           g.acks!.set(from, m.boot);
+          this.answered(from, m.boot);
           this.maybeCommit(g);
         } else if (g?.state === "failed")
           this.send(from, { p: "fuse", t: "fail", g: m.g, reason: g.reason! });
@@ -356,9 +359,22 @@ export class FuseCore {
     if (g.state === "live") return;
     g.state = "live";
     g.boots = boots;
+    for (const [m, boot] of Object.entries(boots)) this.answered(m, boot);
     delete g.deadline;
     delete g.acks;
     this.toggleDigest(g);
+  }
+
+  /**
+   * `member` answered as life `boot` (its create-ack, or its boot in a commit): that life is
+   * alive, whatever was reported about another one. A member restarted and put in a new group
+   * before membership gossiped its new life was still "gone" here, so a failure of the new group
+   * was never sent to it: it learned of it only as "lost", from its root's list, not why.
+   */
+  private answered(member: NodeId, boot: string): void {
+    if (member === this.self || this.lives.get(member) === boot) return;
+    this.lives.set(member, boot);
+    this.gone.delete(member);
   }
 
   /** The group fails here: tell the application (once) and every other member (until they ack). */

@@ -87,6 +87,52 @@ describe("FuseCore", () => {
     expect(c.notified.map((n) => n.at)).toContain("b");
   });
 
+  it("a restarted member that joined a group before its new life was gossiped hears of the group's signal, with the reason", () => {
+    // What `faultline up` showed: n3 SIGKILLed (certain: gone), restarted, and at once in a new
+    // group of n2's; n2 signalled it before membership had seen n3's new life, left n3 out of the
+    // failure's recipients as gone, and n3 learned of it only as "lost" from the root's list.
+    const c = cluster(["a", "b", "c"]);
+    const a = c.cores.get("a")!;
+    const reason = { type: "member-failed" as const, member: "c", kind: "process-exit" as const };
+    for (const id of ["a", "b"]) {
+      const core = c.cores.get(id)!;
+      core.memberBoot(0, "c", "b0");
+      c.run(id, core.memberFailed(0, "c", reason, "b0"));
+    }
+    c.cores.set("c", new FuseCore("c", "c1", { createTimeoutMs: 1000 })); // its new life
+    c.run("a", a.create(0, ["b", "c"], 1));
+    const g = c.created[0]!;
+    expect(c.cores.get("c")!.state(g)).toBe("live");
+    c.run("a", a.signal(0, g).out);
+    const told = c.notified
+      .filter((n) => n.group === g)
+      .map((n) => [n.at, (n.reason as { type: string }).type]);
+    expect(told.sort()).toEqual([
+      ["a", "signal"],
+      ["b", "signal"],
+      ["c", "signal"],
+    ]);
+    // A late report about its old life changes nothing for the new one.
+    c.run("a", a.memberFailed(0, "c", reason, "b0"));
+    expect(a.state(g)).toBe("failed");
+  });
+
+  it("an answer from a life already reported dead does not bring it back", () => {
+    const c = cluster(["a", "b", "c"]);
+    const a = c.cores.get("a")!;
+    const reason = { type: "member-failed" as const, member: "c", kind: "process-exit" as const };
+    c.run("a", a.memberFailed(0, "c", reason, "b0")); // c's life b0 died
+    c.drop.add("c");
+    const out = a.create(0, ["b", "c"], 1);
+    const g = (out.find((o) => o.type === "send" && o.to === "c") as { msg: { g: string } }).msg.g;
+    c.run("a", out);
+    // That life's answer, sent before it died and delayed past the report: c stays gone, so a
+    // failure of the group is not sent to it (nor waited for) — it would be retried forever.
+    c.run("a", a.receive(0, "c", { p: "fuse", t: "create-ack", g, boot: "b0" }));
+    const { out: failing } = a.signal(0, g);
+    expect(failing.filter((o) => o.type === "send" && o.to === "c")).toEqual([]);
+  });
+
   it("a member seen alive as a new life has lost its groups: they fail", () => {
     const c = cluster(["a", "b"]);
     c.run("a", c.cores.get("a")!.create(0, ["b"], 1));
