@@ -91,6 +91,8 @@ export class FuseCore {
   private readonly gone = new Set<NodeId>();
   /** The life (boot id) each member was last seen alive as. */
   private readonly lives = new Map<NodeId, string>();
+  /** Lives known dead (reported, or replaced by a newer one), the last few per member. */
+  private readonly dead = new Map<NodeId, string[]>();
   private readonly tombstones: Array<{ at: number; g: GroupId }> = [];
   private counter = 0;
   private out: FuseOutput[] = [];
@@ -181,8 +183,10 @@ export class FuseCore {
     const stale = boot !== undefined && current !== undefined && current !== boot;
     if (!stale) {
       this.gone.add(member);
-      // The life reported dead: an answer from it arriving late does not bring it back (answered).
-      if (boot !== undefined) this.lives.set(member, boot);
+      // The life reported dead (or, unnamed, the one known): a late answer from it does not
+      // bring it back (answered).
+      const life = boot ?? current;
+      if (life !== undefined) this.markDead(member, life);
       for (const g of this.groups.values()) g.unacked?.delete(member);
     }
     for (const id of [...(this.byMember.get(member) ?? [])]) {
@@ -197,6 +201,8 @@ export class FuseCore {
   memberBoot(now: number, member: NodeId, boot: string): FuseOutput[] {
     this.out = [];
     this.gone.delete(member);
+    const was = this.lives.get(member);
+    if (was !== undefined && was !== boot) this.markDead(member, was); // replaced by this one
     this.lives.set(member, boot);
     for (const id of [...(this.byMember.get(member) ?? [])]) {
       const g = this.groups.get(id);
@@ -372,9 +378,26 @@ export class FuseCore {
    * was never sent to it: it learned of it only as "lost", from its root's list, not why.
    */
   private answered(member: NodeId, boot: string): void {
-    if (member === this.self || this.lives.get(member) === boot) return;
+    const current = this.lives.get(member);
+    if (member === this.self || current === boot || this.isDead(member, boot)) return;
+    // Boot ids have no order: while another life is known alive, a late answer from an earlier
+    // one must not take its place (its failure report would then be judged stale).
+    if (current !== undefined && !this.isDead(member, current)) return;
     this.lives.set(member, boot);
     this.gone.delete(member);
+  }
+
+  /** Lives reported dead, or replaced by a newer one, per member (the last few). */
+  private markDead(member: NodeId, boot: string): void {
+    const lives = this.dead.get(member) ?? [];
+    if (lives.includes(boot)) return;
+    lives.push(boot);
+    if (lives.length > 8) lives.shift();
+    this.dead.set(member, lives);
+  }
+
+  private isDead(member: NodeId, boot: string): boolean {
+    return this.dead.get(member)?.includes(boot) ?? false;
   }
 
   /** The group fails here: tell the application (once) and every other member (until they ack). */

@@ -102,8 +102,6 @@ export class TcpConnection {
   private peerCloseReason: string | undefined;
   /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */
   tcpConnected = false;
-  /** When bytes last arrived on the socket (the transport's clock, ms). */
-  lastReceivedAt: number;
   /** A dial made to replace a stalled connection (TcpTransport.refresh): its failure is not news. */
   refresh = false;
   readonly remote: string;
@@ -124,7 +122,6 @@ export class TcpConnection {
     expectedPeer?: NodeId,
   ) {
     this.peer = expectedPeer;
-    this.lastReceivedAt = host.clock.now();
     this.state = dir === "out" ? "connecting" : "handshake";
     this.remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     socket.setNoDelay(true);
@@ -200,7 +197,6 @@ export class TcpConnection {
 
   private onData(chunk: Buffer): void {
     if (this.state === "closed" || this.closing) return;
-    this.lastReceivedAt = this.host.clock.now();
     this.reader.push(chunk);
     try {
       for (;;) {

@@ -19,11 +19,8 @@ export const TCP_DEFAULTS = {
   maxBatchBytes: 64 * 1024,
   /** Time allowed for connect + HELLO exchange. */
   handshakeTimeoutMs: 3000,
-  /**
-   * refresh(peer) replaces a connection only when nothing has arrived on it for this long, and
-   * at most once per this interval per peer (ms).
-   */
-  refreshQuietMs: 1000,
+  /** refresh(peer) replaces a peer's connection at most once per this interval (ms). */
+  refreshIntervalMs: 1000,
   reconnectInitialMs: 50,
   reconnectMaxMs: 2000,
   /** Inbound sockets that have not finished the handshake; more are refused at once. */
@@ -59,7 +56,7 @@ export interface TcpTransportOptions {
   overflow?: OverflowPolicy;
   maxBatchBytes?: number;
   handshakeTimeoutMs?: number;
-  refreshQuietMs?: number;
+  refreshIntervalMs?: number;
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
   maxPendingHandshakes?: number;

@@ -107,7 +107,7 @@ export class TcpTransport implements Transport, ConnectionHost {
       overflow: options.overflow ?? TCP_DEFAULTS.overflow,
       maxBatchBytes: options.maxBatchBytes ?? TCP_DEFAULTS.maxBatchBytes,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? TCP_DEFAULTS.handshakeTimeoutMs,
-      refreshQuietMs: options.refreshQuietMs ?? TCP_DEFAULTS.refreshQuietMs,
+      refreshIntervalMs: options.refreshIntervalMs ?? TCP_DEFAULTS.refreshIntervalMs,
       reconnectInitialMs: options.reconnectInitialMs ?? TCP_DEFAULTS.reconnectInitialMs,
       reconnectMaxMs: options.reconnectMaxMs ?? TCP_DEFAULTS.reconnectMaxMs,
       maxPendingHandshakes: options.maxPendingHandshakes ?? TCP_DEFAULTS.maxPendingHandshakes,
@@ -123,10 +123,10 @@ export class TcpTransport implements Transport, ConnectionHost {
         `maxFrameBytes must be a whole number from 1024 to ${MAX_FRAME_PAYLOAD} (a frame's 24-bit length), not ${this.o.maxFrameBytes}`,
       );
     }
-    if (!(this.o.refreshQuietMs >= 0)) {
+    if (!(this.o.refreshIntervalMs >= 0)) {
       throw new FaultlineError(
         ErrorCode.BadConfig,
-        `refreshQuietMs must be a number of milliseconds, 0 or more, not ${this.o.refreshQuietMs}`,
+        `refreshIntervalMs must be a number of milliseconds, 0 or more, not ${this.o.refreshIntervalMs}`,
       );
     }
     if (!Number.isInteger(this.o.maxBatchBytes) || this.o.maxBatchBytes < 1) {
@@ -318,26 +318,23 @@ export class TcpTransport implements Transport, ConnectionHost {
   }
 
   /**
-   * Replace the connection to `to` with a fresh one if it looks stalled: nothing has arrived on it
-   * for refreshQuietMs (a connection that still delivers is lossy, not stalled), and it was not
-   * refreshed within that long. The old connection carries on until the new one is established,
-   * then is closed like any superseded one (frames still in it are lost: delivery is best effort).
+   * Replace the connection to `to` with a fresh one (the caller has seen it stall), at most once
+   * per refreshIntervalMs. The old connection carries on until the new one is established, then is
+   * closed like any superseded one (frames still in it are lost: delivery is best effort).
+   * Whether bytes still arrive says nothing: after an outage each direction leaves its backoff on
+   * its own timer, and a connection can deliver one way while the other is still stuck.
    * Only the side with the smaller id refreshes: its dial wins a simultaneous dial, so the peer
-   * takes it; a dial from the other side would be turned down while the old connection lasts.
+   * takes it; a dial from the other side would be turned down while the old connection lasts (a
+   * round trip needs both directions, so the smaller side sees a one-way stall either way).
    */
   refresh(to: NodeId): void {
     const p = this.peerMap.get(to);
-    const old = p?.conn;
-    if (this.state !== "started" || !p || !old || p.dial || !p.addr || !(this.id < to)) return;
+    if (this.state !== "started" || !p || !p.conn || p.dial || !p.addr || !(this.id < to)) return;
     const now = this.clock.now();
-    if (now - old.lastReceivedAt < this.o.refreshQuietMs) return;
-    if (p.refreshedAt !== undefined && now - p.refreshedAt < this.o.refreshQuietMs) return;
+    if (p.refreshedAt !== undefined && now - p.refreshedAt < this.o.refreshIntervalMs) return;
     p.refreshedAt = now;
     this.counters.refreshes++;
-    this.log.debug(
-      { peer: to, quietMs: Math.round(now - old.lastReceivedAt) },
-      "connection stalled: dialing afresh",
-    );
+    this.log.debug({ peer: to }, "connection stalled: dialing afresh");
     this.dial(p, p.addr).refresh = true;
   }
 
@@ -562,9 +559,13 @@ export class TcpTransport implements Transport, ConnectionHost {
       this.scheduleRetry(p);
     } else if (p.dial === conn) {
       p.dial = undefined;
-      // A fresh dial to replace a stalled connection that did not succeed (the path is still
-      // down): the old connection is still the one that counts.
-      if (conn.refresh && p.conn) return;
+      // A fresh dial to replace a stalled connection that did not succeed: the old connection is
+      // still the one that counts, and a path still down is no news — but a refusal is (nothing
+      // listens there any more: the peer's process is gone).
+      if (conn.refresh && p.conn) {
+        if (kind === "refused") this.emitConnection(p.id, kind, code);
+        return;
+      }
       // A dial the peer accepted and then closed cleanly during the handshake is no evidence of
       // failure: that is how the peer turns down our side of a simultaneous dial.
       if (!(kind === "closed" && code === undefined && conn.tcpConnected))

@@ -70,7 +70,7 @@ export function registerTransportMetrics(registry: Registry, transport: Transpor
     });
     new Counter({
       name: "faultline_transport_refreshes_total",
-      help: "Connections replaced by a fresh one because they had stalled (peer reached only through a relay, nothing received)",
+      help: "Fresh connections dialed to replace a stalled one (the peer reached only through a relay)",
       labelNames: ["node"],
       registers: [registry],
       collect() {

@@ -57,7 +57,7 @@ export interface TransportStats {
   /** Messages dropped locally, by reason. */
   dropped: Record<string, number>;
   openConnections: number;
-  /** Connections replaced by a fresh one because they had stalled (see Transport.refresh). */
+  /** Fresh connections dialed to replace a stalled one (see Transport.refresh). */
   refreshes: number;
 }
 

@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sodium from "sodium-native";
 
@@ -33,21 +33,51 @@ export function passesTestVector(f: Poly1305): boolean {
 }
 
 /**
- * The package's root, where native/ and build/ are: two levels above src/runtime (or dist/runtime),
- * three above a bundle in node_modules/.cache/faultline (the benches' and tests' child processes).
+ * faultline's package root, where native/ and build/ are: two levels above src/runtime (or
+ * dist/runtime), three above a bundle in node_modules/.cache/faultline (the benches' and tests'
+ * child processes) — whichever holds faultline's own package.json; nowhere else.
  */
-function packageRoot(): string {
-  const candidates = ["../../", "../../../"].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
-  return candidates.find((d) => existsSync(join(d, "native", "poly1305.c"))) ?? candidates[0]!;
+function packageRoot(): string | undefined {
+  return ["../../", "../../../"]
+    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+    .find((d) => {
+      try {
+        return (
+          (JSON.parse(readFileSync(join(d, "package.json"), "utf8")) as { name?: string }).name ===
+          "faultline"
+        );
+      } catch {
+        return false;
+      }
+    });
 }
 
-/** The addon's source and where its build for that exact source lives (keyed by the source's hash). */
-export function addonPaths(root = packageRoot()): { source: string; binary: string } {
+/**
+ * The addon's source and where its build lives: named by a hash of the source and of what it was
+ * built for (platform, CPU, Node's ABI and OpenSSL), so a build for another Node is never loaded.
+ */
+export function addonPaths(root = packageRoot() ?? "."): { source: string; binary: string } {
   const source = join(root, "native", "poly1305.c");
+  const v = process.versions;
   const hash = existsSync(source)
-    ? createHash("sha256").update(readFileSync(source)).digest("hex").slice(0, 16)
+    ? createHash("sha256")
+        .update(readFileSync(source))
+        .update(`${process.platform} ${process.arch} ${v.modules} ${v.napi} ${v.openssl}`)
+        .digest("hex")
+        .slice(0, 16)
     : "missing";
   return { source, binary: join(root, "build", "native", `poly1305-${hash}.node`) };
+}
+
+/**
+ * Ours (or root's) and writable by no one else, and not a symbolic link: we load it into our
+ * process, which may run as root (the host agent). As exit-watch.ts treats its helper.
+ */
+function trusted(path: string): boolean {
+  const uid = process.getuid?.();
+  if (uid === undefined) return true; // no POSIX owners here
+  const st = lstatSync(path);
+  return !st.isSymbolicLink() && (st.uid === uid || st.uid === 0) && (st.mode & 0o022) === 0;
 }
 
 /** Directories that may hold Node's C headers (node_api.h and, when Node bundles it, openssl/). */
@@ -63,7 +93,7 @@ function nodeIncludeDirs(): string[] {
  * the OpenSSL symbols are resolved from the running Node at load time. Throws with the compiler's
  * words when it cannot. Used by `npm install` (scripts/build-native.ts).
  */
-export function buildAddon(root = packageRoot()): string {
+export function buildAddon(root = packageRoot() ?? "."): string {
   const { source, binary } = addonPaths(root);
   if (!existsSync(source)) throw new Error(`${source} is missing`);
   const includes = nodeIncludeDirs();
@@ -87,7 +117,9 @@ export function buildAddon(root = packageRoot()): string {
         "-o",
         tmp,
         source,
-        ...(process.platform === "darwin" ? ["-undefined", "dynamic_lookup"] : []),
+        // Bind every symbol at load: a Node without OpenSSL's EVP_MAC then fails the require (and
+        // faultline falls back) instead of aborting at the first call.
+        ...(process.platform === "darwin" ? ["-undefined", "dynamic_lookup"] : ["-Wl,-z,now"]),
       ],
       { stdio: ["ignore", "ignore", "pipe"], timeout: 120_000 },
     );
@@ -95,6 +127,9 @@ export function buildAddon(root = packageRoot()): string {
     if (typeof built.poly1305 !== "function" || !passesTestVector(built.poly1305))
       throw new Error("the build does not reproduce RFC 8439's Poly1305 test vector");
     renameSync(tmp, binary); // atomic: a concurrent process never loads a half-written file
+    // Builds of other sources or for another Node are of no more use.
+    for (const f of readdirSync(dirname(binary)))
+      if (/^poly1305-[0-9a-f]{16}\.node$/.test(f) && f !== basename(binary)) rmSync(join(dirname(binary), f));
   } catch (err) {
     rmSync(tmp, { force: true });
     const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
@@ -103,12 +138,20 @@ export function buildAddon(root = packageRoot()): string {
   return binary;
 }
 
-function load(): { impl: "openssl" | "libsodium"; poly1305: Poly1305; why?: string } {
+/** The addon built under `root` if it is there, ours, and right; else libsodium's, and why. */
+export function loadPoly1305(root = packageRoot()): {
+  impl: "openssl" | "libsodium";
+  poly1305: Poly1305;
+  why?: string;
+} {
   const fallback = (why: string) => ({ impl: "libsodium" as const, poly1305: sodiumPoly1305, why });
   if (process.env.FAULTLINE_POLY1305 === "libsodium") return fallback("FAULTLINE_POLY1305=libsodium");
-  const { binary } = addonPaths();
+  if (root === undefined) return fallback("faultline's package root was not found beside this module");
+  const { binary } = addonPaths(root);
   if (!existsSync(binary)) return fallback(`${binary} is not built (npm install builds it)`);
   try {
+    if (!trusted(binary) || !trusted(dirname(binary)))
+      return fallback(`${binary} or its directory is not ours alone (owner or mode): not loaded`);
     const addon = require(binary) as { poly1305?: Poly1305 };
     if (typeof addon.poly1305 === "function" && passesTestVector(addon.poly1305))
       return { impl: "openssl", poly1305: addon.poly1305 };
@@ -118,7 +161,7 @@ function load(): { impl: "openssl" | "libsodium"; poly1305: Poly1305; why?: stri
   }
 }
 
-const loaded = load();
+const loaded = loadPoly1305();
 
 /** Poly1305 as fast as this process can do it (see Poly1305). */
 export const poly1305: Poly1305 = loaded.poly1305;

@@ -133,6 +133,21 @@ describe("FuseCore", () => {
     expect(failing.filter((o) => o.type === "send" && o.to === "c")).toEqual([]);
   });
 
+  it("boot ids have no order: a late answer from an earlier life does not roll a member back", () => {
+    const c = cluster(["a", "b", "c"]);
+    const a = c.cores.get("a")!;
+    a.memberBoot(0, "c", "c2"); // c runs as c2 (an earlier life c1 was never seen here)
+    c.drop.add("c");
+    const out = a.create(0, ["b", "c"], 1);
+    const g = (out.find((o) => o.type === "send" && o.to === "c") as { msg: { g: string } }).msg.g;
+    c.run("a", out);
+    c.run("a", a.receive(0, "c", { p: "fuse", t: "create-ack", g, boot: "c1" })); // late, from c1
+    const reason = { type: "member-failed" as const, member: "c", kind: "process-exit" as const };
+    c.run("a", a.memberFailed(0, "c", reason, "c2")); // c2 dies: c is gone, not judged stale
+    const { out: failing } = a.signal(0, g);
+    expect(failing.filter((o) => o.type === "send" && o.to === "c")).toEqual([]);
+  });
+
   it("a member seen alive as a new life has lost its groups: they fail", () => {
     const c = cluster(["a", "b"]);
     c.run("a", c.cores.get("a")!.create(0, ["b"], 1));

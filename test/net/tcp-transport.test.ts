@@ -109,12 +109,20 @@ describe("TCP transport on real sockets", () => {
     }
   });
 
-  it("refresh() replaces a stalled connection with a fresh one, quietly; a live one, or from the larger id, never", async () => {
+  it("refresh() replaces a stalled connection with a fresh one, quietly; only from the smaller id, once an interval", async () => {
     const b = await make("b");
     const relayed: Array<{ stalled: boolean }> = [];
+    let stallNew = false; // connections the relay takes from now on are stalled from the start
+    const push = relayed.push.bind(relayed);
+    relayed.push = (...cs) => push(...cs.map((c) => Object.assign(c, { stalled: stallNew })));
     const via = await relay(b, { connections: relayed });
     const server = servers.at(-1)!;
-    const a = await make("a", { peers: { b: via }, pinPeers: true, refreshQuietMs: 100 });
+    const a = await make("a", {
+      peers: { b: via },
+      pinPeers: true,
+      refreshIntervalMs: 100,
+      handshakeTimeoutMs: 300,
+    });
     const events: string[] = [];
     a.on("connection", (e) => events.push(`a:${e.kind}`));
     b.on("connection", (e) => events.push(`b:${e.kind}`));
@@ -127,11 +135,8 @@ describe("TCP transport on real sockets", () => {
     b.send("a", "back");
     await waitFor(() => atA.length === 1, "a to get b's answer");
 
-    a.refresh("b"); // something arrived within refreshQuietMs: not stalled
-    expect(a.stats().refreshes).toBe(0);
     relayed[0]!.stalled = true;
     a.send("b", "lost in the stall");
-    await new Promise((r) => setTimeout(r, 150));
     b.refresh("a"); // the larger id: a would turn its dial down
     expect(b.stats().refreshes).toBe(0);
     a.refresh("b");
@@ -143,18 +148,26 @@ describe("TCP transport on real sockets", () => {
     b.send("a", "back again");
     await waitFor(() => atA.includes("back again"), "a to get b's answer on it");
     await waitFor(() => a.stats().openConnections === 1, "the stalled connection closed");
+    a.refresh("b"); // within refreshIntervalMs of the last
+    expect(a.stats().refreshes).toBe(1);
     // The replacement is not news: no closed, reset or timeout event on either side.
     expect(events.filter((e) => !e.endsWith(":connected"))).toEqual([]);
 
-    // A fresh dial that fails (the path is still down) is not news either, and the old
-    // connection stays the one that counts.
+    // A fresh dial through a path still down times out: no news, and the old connection stays
+    // the one that counts.
     relayed[1]!.stalled = true;
-    server.close(); // no more connections (the ones made stay)
-    await new Promise((r) => setTimeout(r, 150));
+    stallNew = true;
+    await new Promise((r) => setTimeout(r, 120));
     a.refresh("b");
     expect(a.stats().refreshes).toBe(2);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 500)); // past the handshake timeout
+    expect(relayed.length).toBe(3);
     expect(events.filter((e) => !e.endsWith(":connected"))).toEqual([]);
+    expect(a.peerState("b")).toBe("connected");
+    // A refusal is news (nothing listens there any more), though the old connection still stands.
+    server.close();
+    a.refresh("b");
+    await waitFor(() => events.includes("a:refused"), "the refusal reported");
     expect(a.peerState("b")).toBe("connected");
   });
 

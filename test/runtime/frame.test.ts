@@ -1,4 +1,7 @@
 import { createCipheriv, createHmac } from "node:crypto";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decode, encode } from "../../src/runtime/codec.ts";
@@ -20,7 +23,9 @@ import {
 } from "../../src/runtime/frame.ts";
 import { MacKey } from "../../src/runtime/mac.ts";
 import {
+  addonPaths,
   poly1305 as fastPoly1305,
+  loadPoly1305,
   passesTestVector,
   poly1305Impl,
   poly1305Sodium,
@@ -348,6 +353,29 @@ describe("MacKey", () => {
     // Without it faultline still works (libsodium's Poly1305, same tags) but a 4 KiB frame's MAC
     // costs 2-4 times as much; CI must not lose the fast path silently.
     expect(poly1305Impl).toEqual({ impl: "openssl" });
+  });
+
+  it("the addon is loaded only from faultline's own build, ours alone, for this very Node", () => {
+    const root = mkdtempSync(join(tmpdir(), "faultline-addon-"));
+    try {
+      const here = addonPaths();
+      mkdirSync(join(root, "native"));
+      copyFileSync(here.source, join(root, "native", "poly1305.c"));
+      const { binary } = addonPaths(root);
+      expect(binary.endsWith(basename(here.binary))).toBe(true); // same source, same Node: same name
+      expect(loadPoly1305(root).why).toMatch(/is not built/);
+      mkdirSync(dirname(binary), { recursive: true });
+      copyFileSync(here.binary, binary);
+      chmodSync(binary, 0o777); // anyone could have replaced it
+      expect(loadPoly1305(root).why).toMatch(/not ours alone/);
+      chmodSync(binary, 0o755);
+      expect(loadPoly1305(root).impl).toBe("openssl");
+      // Another source (or another Node) names another file: this build is not it.
+      writeFileSync(join(root, "native", "poly1305.c"), "/* changed */\n", { flag: "a" });
+      expect(loadPoly1305(root).why).toMatch(/is not built/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it("the addon refuses bad arguments with a clear error", () => {
