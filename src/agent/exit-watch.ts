@@ -1,20 +1,12 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  chmodSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import { ownedPrivate } from "../runtime/owned.ts";
 
 /**
  * The kernel's word that a process has started to die, well before its sockets close.
@@ -150,15 +142,6 @@ function cacheDir(): string {
     } catch {}
   }
   throw new Error("no private cache directory to build exitwatch in (set FAULTLINE_CACHE_DIR)");
-}
-
-/**
- * Ours, writable by no one else, and not a symbolic link (we run what is in it, as root); links
- * are not followed, so one planted where the cache would be is refused.
- */
-function ownedPrivate(path: string): boolean {
-  const st = lstatSync(path);
-  return !st.isSymbolicLink() && st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
 }
 
 /** Compile exitwatch once per source version (keyed by its hash); the binary's path. */

@@ -102,7 +102,7 @@ export class TcpConnection {
   private peerCloseReason: string | undefined;
   /** The TCP connection was established (the peer's host answered), whatever became of the handshake. */
   tcpConnected = false;
-  /** A dial made to replace a stalled connection (TcpTransport.refresh): its failure is not news. */
+  /** A dial made to replace a stalled connection (TcpTransport.refresh): only its refusal is news. */
   refresh = false;
   readonly remote: string;
 

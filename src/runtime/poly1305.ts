@@ -1,10 +1,11 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sodium from "sodium-native";
+import { ownedPrivate } from "./owned.ts";
 
 /**
  * Poly1305 (RFC 8439 §2.5): a 16-byte tag of `data[0, end)` under a 32-byte one-time key, into
@@ -71,13 +72,10 @@ export function addonPaths(root = packageRoot() ?? "."): { source: string; binar
 
 /**
  * Ours (or root's) and writable by no one else, and not a symbolic link: we load it into our
- * process, which may run as root (the host agent). As exit-watch.ts treats its helper.
+ * process, which may run as root (the host agent). Where there are no POSIX owners, any.
  */
 function trusted(path: string): boolean {
-  const uid = process.getuid?.();
-  if (uid === undefined) return true; // no POSIX owners here
-  const st = lstatSync(path);
-  return !st.isSymbolicLink() && (st.uid === uid || st.uid === 0) && (st.mode & 0o022) === 0;
+  return process.getuid === undefined || ownedPrivate(path, { rootToo: true });
 }
 
 /** Directories that may hold Node's C headers (node_api.h and, when Node bundles it, openssl/). */
