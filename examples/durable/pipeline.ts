@@ -92,13 +92,20 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const active = new Map<Role, ChildProcess>();
   let applied = 0;
   let kills = 0;
+  /** A process that ended on its own (not killed by this launcher): the run cannot finish. */
+  let failed: string | undefined;
+  const stopping = new Set<ChildProcess>();
   const started = performance.now();
   const script = await bundle();
 
   const spawnSpare = (role: Role) => {
     const child = spawn(process.execPath, [script], { stdio: ["pipe", "pipe", "inherit"] });
     all.add(child);
-    child.once("exit", () => all.delete(child));
+    child.once("exit", (code, signal) => {
+      all.delete(child);
+      if (!stopping.has(child) && failed === undefined)
+        failed = `a ${role} process (pid ${child.pid}) ended on its own (${code ?? signal}); its error is above`;
+    });
     createInterface({ input: child.stdout! }).on("line", (l) => {
       try {
         const m = JSON.parse(l) as { role: Role; applied?: number };
@@ -124,7 +131,10 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
 
   // Interrupted (Ctrl-C): stop every process this launcher started before going.
   const onSignal = () => {
-    for (const c of all) c.kill("SIGKILL");
+    for (const c of all) {
+      stopping.add(c);
+      c.kill("SIGKILL");
+    }
     rmSync(dir, { recursive: true, force: true });
     process.exit(130);
   };
@@ -137,6 +147,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     const [lo, hi] = o.killEveryMs ?? [50, 500];
     let lastReport = 0;
     while (applied < o.transfers) {
+      if (failed !== undefined) throw new Error(`${failed}; ${applied} of ${o.transfers} applied`);
       if (performance.now() > deadline)
         throw new Error(`timed out with ${applied} of ${o.transfers} applied`);
       await new Promise((r) => setTimeout(r, o.chaos ? lo + Math.random() * (hi - lo) : 50));
@@ -149,6 +160,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       if (!o.chaos || applied >= o.transfers) continue;
       const role = ROLES[Math.floor(Math.random() * ROLES.length)]!;
       const victim = active.get(role)!;
+      stopping.add(victim);
       victim.kill("SIGKILL"); // by the PID we started, never by name
       kills++;
       await exited(victim); // its port is free again
@@ -157,6 +169,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     // Done: stop the processes in order, then read what they committed.
     for (const r of ROLES) {
       const c = active.get(r)!;
+      stopping.add(c);
       c.kill("SIGTERM");
       await exited(c);
     }
@@ -190,7 +203,10 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    for (const c of all) c.kill("SIGKILL");
+    for (const c of all) {
+      stopping.add(c);
+      c.kill("SIGKILL");
+    }
     await Promise.all([...all].map(exited));
     rmSync(dir, { recursive: true, force: true });
   }

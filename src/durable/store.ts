@@ -1,4 +1,14 @@
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { open, type RootDatabase } from "lmdb";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
@@ -92,8 +102,20 @@ export class LmdbStore implements DurableStore {
   }
 
   static open(dir: string, durability: Durability = "sync"): LmdbStore {
-    checkStoreDir(dir);
-    return new LmdbStore(dir, durability);
+    const fresh = checkStoreDir(dir);
+    const store = new LmdbStore(dir, durability);
+    // The marker only once LMDB's file exists and is on disk: a process killed in between leaves
+    // a data file without a marker (adopted after a check, like any LMDB file), never a marker
+    // without a data file, which reads as a store that lost its data.
+    if (fresh) {
+      try {
+        writeMarker(dir);
+      } catch (e) {
+        void store.env.close();
+        throw e;
+      }
+    }
+    return store;
   }
 
   load(): Map<string, unknown> {
@@ -160,23 +182,51 @@ function bad(dir: string, file: string, what: string): FaultlineError {
   );
 }
 
-/** Check a store directory before LMDB opens it (see LmdbStore). Creates a new store's marker. */
-export function checkStoreDir(dir: string): void {
+/**
+ * Check a store directory before LMDB opens it (see LmdbStore). True when it has no marker yet: a
+ * new store (or an LMDB file faultline has not adopted yet), whose marker `writeMarker` writes
+ * once LMDB has created its file.
+ */
+export function checkStoreDir(dir: string): boolean {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw bad(dir, "", "is not a directory");
   const marker = join(dir, MARKER);
   const data = join(dir, DATA);
   if (!existsSync(marker)) {
     if (existsSync(data) && statSync(data).size > 0) {
-      // An LMDB file not created by faultline: check it all the same, then adopt it.
+      // An LMDB file without a marker (not created by faultline, or a creation cut short after
+      // LMDB wrote it): check it all the same, then adopt it.
       checkLmdbFile(dir);
     }
     mkdirSync(dir, { recursive: true });
-    writeFileSync(marker, `${JSON.stringify({ format: 1, created: new Date().toISOString() })}\n`);
-    return;
+    return true;
   }
   if (!existsSync(data)) throw bad(dir, DATA, "is missing, but this directory holds a store");
   if (statSync(data).size === 0) throw bad(dir, DATA, "is empty (truncated to nothing)");
   checkLmdbFile(dir);
+  return false;
+}
+
+/**
+ * Mark `dir` as a faultline store: sync LMDB's file and the directory entry first, then write the
+ * marker through a temporary file and a rename, so that after a crash at any point the marker
+ * is either absent or whole, and present only beside a data file on disk.
+ */
+export function writeMarker(dir: string): void {
+  const syncPath = (path: string) => {
+    const fd = openSync(path, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  syncPath(join(dir, DATA));
+  syncPath(dir);
+  const tmp = join(dir, `${MARKER}.tmp`);
+  writeFileSync(tmp, `${JSON.stringify({ format: 1, created: new Date().toISOString() })}\n`);
+  syncPath(tmp);
+  renameSync(tmp, join(dir, MARKER));
+  syncPath(dir);
 }
 
 function checkLmdbFile(dir: string): void {

@@ -1,10 +1,20 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { LmdbStore } from "../../src/durable/store.ts";
 import { isFaultlineError } from "../../src/runtime/errors.ts";
+import { Processes } from "../fixtures/processes.ts";
 
 describe("LmdbStore", () => {
   const dirs: string[] = [];
@@ -106,6 +116,43 @@ describe("LmdbStore", () => {
     const dir = await filled();
     unlinkSync(join(dir, "data.mdb"));
     expectBadStore(dir, /missing/);
+  });
+
+  it("a store whose creation was cut short after LMDB wrote its file (no marker) opens with its data", async () => {
+    const dir = await filled();
+    unlinkSync(join(dir, "faultline-store.json"));
+    writeFileSync(join(dir, "faultline-store.json.tmp"), "{"); // a marker write cut short too
+    const s = LmdbStore.open(dir);
+    expect(s.load().get("state")).toEqual({ n: 1 });
+    await s.close();
+    expect(existsSync(join(dir, "faultline-store.json"))).toBe(true);
+    unlinkSync(join(dir, "data.mdb"));
+    expectBadStore(dir, /missing/); // marked again: a lost data file is an error once more
+  });
+
+  it("a process SIGKILLed while it creates stores leaves every one openable", async () => {
+    const procs = new Processes();
+    const d = mkdtempSync(join(tmpdir(), "faultline-store-"));
+    dirs.push(d);
+    try {
+      for (let round = 0; round < 6; round++) {
+        const root = join(d, `r${round}`);
+        const { proc } = await procs.startTs("test/fixtures/store-creator.ts", [root]);
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+        proc.kill("SIGKILL");
+        await Processes.exited(proc);
+        const made = readdirSync(root);
+        expect(made.length).toBeGreaterThan(0);
+        for (const name of made) {
+          const s = LmdbStore.open(join(root, name)); // throws FL_BAD_STORE if a marker outlived its data
+          const state = s.load().get("state") as { i: number } | undefined;
+          if (state !== undefined) expect(`s${state.i}`).toBe(name);
+          await s.close();
+        }
+      }
+    } finally {
+      await procs.killAll();
+    }
   });
 
   it("a path that is a file is refused", () => {
