@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePorts } from "../src/cli/up-coord.ts";
+import type { CoordPeer } from "../src/coord/node.ts";
 
 export { freePorts };
 
@@ -50,6 +51,9 @@ export interface Cluster {
   endpoints: string[];
   /** faultline with `agent`: the host agent's socket and the cluster key (hex). */
   agent?: { socket: string; id: string; keyHex: string };
+  /** faultline: every member's addresses and the cluster key (hex), for members hosted here. */
+  peers?: CoordPeer[];
+  keyHex?: string;
   stop(): Promise<void>;
 }
 
@@ -112,6 +116,11 @@ export interface FaultlineClusterOptions {
   agent?: boolean;
   /** Writes between snapshots (`--snapshot-count`; the member's default when absent). */
   snapshotCount?: number;
+  /**
+   * Members not started as processes: the caller hosts them in its own process (a `CoordNode`
+   * with the cluster's `peers` and `keyHex`).
+   */
+  hostedHere?: string[];
 }
 
 /**
@@ -167,7 +176,14 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
     const until = Date.now() + 15_000;
     while (!existsSync(socket) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   }
-  const members: Member[] = names.map((name, i) => {
+  const peerList: CoordPeer[] = names.map((id, i) => ({
+    id,
+    raft: { host: "127.0.0.1", port: ports[i]! },
+    client: { host: "127.0.0.1", port: ports[i + 3]! },
+  }));
+  const spawned = names.filter((n) => !o.hostedHere?.includes(n));
+  const members: Member[] = spawned.map((name) => {
+    const i = names.indexOf(name);
     const args = [
       cli,
       "coord",
@@ -206,6 +222,8 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
     members,
     endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
     ...(o.agent ? { agent: { socket, id: "agent:h1", keyHex: key } } : {}),
+    peers: peerList,
+    keyHex: key,
     stop: () => stopAll([...members, ...extra], dir),
   };
 }

@@ -4,11 +4,16 @@
  * - failover: a client connected beforehand; SIGKILL (or SIGSTOP) the leader; the time until the
  *   first acknowledged write (ZooKeeper measured the same way with its own client, bench/zk.ts);
  * - replication: 100-byte writes on 3 members, latency p50/p99 at one writer and throughput with
- *   many, with sync durability (and faultline's in-memory mode beside it).
+ *   many, with sync durability (and faultline's in-memory mode beside it), and faultline's Raft
+ *   path alone — a writer in the leader's process — beside the floors.
  */
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { etcdProto } from "../src/coord/etcd-wire.ts";
+import { CoordNode } from "../src/coord/node.ts";
 import {
   type Cluster,
   ensureInstalled,
@@ -183,6 +188,76 @@ async function replication(
   });
 }
 
+/**
+ * The replication path without gRPC: c1 hosted in this process (a `CoordNode` without a gRPC
+ * server, as an application embeds a member), c2 and c3 as `faultline coord` processes with a long
+ * fallback election timeout so that c1 leads; puts through c1's `CoordMember`, one at a time
+ * (latency) and from 64 writers (throughput) — what the Raft path costs, with no client round trip.
+ */
+async function hostedWrites(
+  durability: "sync" | "memory",
+  seconds: number,
+  rounds: number,
+): Promise<(string | number)[]> {
+  const c = await startFaultline({ durability, hostedHere: ["c1"], electionTimeout: "5s" });
+  const dir = mkdtempSync(join(tmpdir(), "faultline-hosted-"));
+  let node: CoordNode | undefined;
+  try {
+    node = await CoordNode.start({
+      id: "c1",
+      members: c.peers!,
+      clusterKey: Buffer.from(c.keyHex!, "hex"),
+      durability,
+      data: join(dir, "c1"),
+      clientPort: false,
+    });
+    const m = node.member;
+    const until = performance.now() + 20_000; // real-io
+    while (m.raft.core.role !== "leader") {
+      if (performance.now() > until) throw new Error("the hosted member did not become leader in 20 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const value = "a".repeat(100);
+    const put = (key: string) => m.write({ c: "put", req: { key, value } });
+    const lat: number[] = [];
+    const tp: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const half = (seconds * 1000) / rounds / 2;
+      const latUntil = performance.now() + half; // real-io
+      for (let i = 0; performance.now() < latUntil; i++) {
+        const t = performance.now(); // real-io
+        await put(`bench/lat/${r}/${i % 1000}`);
+        lat.push((performance.now() - t) * 1000); // real-io
+      }
+      let done = 0;
+      const start = performance.now(); // real-io
+      await Promise.all(
+        Array.from({ length: 64 }, async (_, w) => {
+          for (let i = 0; performance.now() < start + half; i++) {
+            await put(`bench/tp/${w}/${i % 100}`);
+            done++;
+          }
+        }),
+      );
+      tp.push(done / ((performance.now() - start) / 1000)); // real-io
+    }
+    const s = summarize(lat.sort((a, b) => a - b));
+    const runs = tp.sort((a, b) => a - b);
+    return [
+      "faultline, writer in the leader's process (no gRPC)",
+      durability === "sync" ? "sync (LMDB)" : "memory",
+      fmt(s.p50, 0),
+      fmt(s.p99, 0),
+      fmt(runs[Math.floor(runs.length / 2)]!, 0),
+      runs.map((x) => fmt(x, 0)).join(" "),
+    ];
+  } finally {
+    await node?.stop();
+    await c.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function leaderOf(c: Cluster): Promise<string> {
   const clients = c.endpoints.map((e) => new Client(e));
   try {
@@ -276,6 +351,8 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
     await stopHelper(echo.proc);
     await Promise.all([fl.stop(), mem.stop(), et.stop()]);
   }
+  for (const d of ["memory", "sync"] as const)
+    repl.push(await hostedWrites(d, quick ? 4 : 12, quick ? 2 : 3));
   const floor = await rawFloor(quick ? 500 : 5000);
   repl.push(["floor: 2 raw TCP round trips", "—", fmt(floor.p50, 0), fmt(floor.p99, 0), "—", "—"]);
   if (rounds && noZk) rows.push([`ZooKeeper: skipped (${noZk})`, "—", "—", "—", 0]);

@@ -3,6 +3,21 @@
 export { AgentClient, type AgentClientOptions } from "./agent/agent-client.ts";
 export { agentId, FENCED_EXIT_CODE, HostAgent, type HostAgentOptions } from "./agent/host-agent.ts";
 export { FENCING_DEFAULTS, type FencingConfig, fenceBound, fencingConfig } from "./agent/lease.ts";
+export { CoordGrpcServer, type CoordGrpcServerOptions } from "./coord/grpc-server.ts";
+export { CoordFailure, CoordMember, type CoordMemberOptions, type Watcher } from "./coord/member.ts";
+export { CoordNode, type CoordNodeOptions, type CoordPeer } from "./coord/node.ts";
+export type {
+  Bytes,
+  Command,
+  DeleteRangeRequest,
+  KeyValue,
+  PutRequest,
+  RangeRequest,
+  RangeResponse,
+  TxnRequest,
+  TxnResponse,
+  WatchEvent,
+} from "./coord/types.ts";
 export { DetectionNode, type DetectionNodeOptions } from "./detect/detection-node.ts";
 export type { Detector } from "./detect/detector.ts";
 export { Fencing } from "./detect/fencing.ts";

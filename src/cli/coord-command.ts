@@ -1,15 +1,8 @@
 import type { Command } from "commander";
 import { z } from "zod";
-import { CoordGrpcServer } from "../coord/grpc-server.ts";
-import { CoordMember } from "../coord/member.ts";
-import { DetectionNode } from "../detect/detection-node.ts";
-import { LmdbStore, VolatileStore } from "../durable/store.ts";
-import { TcpTransport } from "../net/tcp-transport.ts";
-import type { Address, NodeId } from "../net/transport.ts";
-import { realClock } from "../runtime/clock.ts";
+import { CoordNode, type CoordPeer } from "../coord/node.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/logger.ts";
-import { createRng } from "../runtime/rng.ts";
 import { superviseLifecycle, tellSupervisor } from "./ipc.ts";
 import {
   addSwimOptions,
@@ -18,11 +11,12 @@ import {
   name,
   parseClusterKey,
   port,
-  registerWithAgent,
   swimConfig,
   swimOptions,
   validate,
 } from "./options.ts";
+
+export type { CoordPeer };
 
 const CoordOptions = z.object({
   id: name,
@@ -44,12 +38,6 @@ const CoordOptions = z.object({
   agentId: z.string().optional(),
   logLevel,
 });
-
-export interface CoordPeer {
-  id: NodeId;
-  raft: Address & { host: string; port: number };
-  client: { host: string; port: number };
-}
 
 /** "c1=127.0.0.1:7101:2379,c2=..." -> members (this one included). */
 export function parseCoordPeers(text: string): CoordPeer[] {
@@ -120,8 +108,7 @@ export function registerCoord(program: Command): void {
 async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Promise<void> {
   const logger = createLogger({ level: o.logLevel, name: o.id, fd: 2 });
   const members = parseCoordPeers(o.peers);
-  const me = members.find((m) => m.id === o.id);
-  if (!me)
+  if (!members.some((m) => m.id === o.id))
     throw new FaultlineError(
       ErrorCode.BadConfig,
       `--id ${o.id} is not one of --peers (${members.map((m) => m.id).join(", ")})`,
@@ -132,62 +119,32 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
       "--durability sync needs --data <dir> (or use --durability memory for tests)",
     );
   }
-  const peers: Record<NodeId, Address> = {};
-  for (const m of members) if (m.id !== o.id) peers[m.id] = m.raft;
-  const transport = new TcpTransport({
+  if (o.agentSocket && !o.agentId)
+    throw new FaultlineError(ErrorCode.BadConfig, "--agent-socket needs --agent-id (agent:<host>) too");
+  const node = await CoordNode.start({
     id: o.id,
+    members,
     clusterKey: o.key,
     host: o.host,
-    port: o.port || me.raft.port,
-    peers,
-    logger,
-  });
-  await transport.start();
-  const agent = await registerWithAgent(o, transport.boot, logger);
-  const rng = createRng((Math.random() * 2 ** 32) >>> 0); // real-io: a member's seed
-  const detection = new DetectionNode({
-    id: o.id,
-    clock: realClock,
-    rng: rng.fork("swim"),
-    transport,
-    seeds: Object.keys(peers),
-    address: transport.address(),
-    boot: transport.boot,
-    ...(o.agentId ? { host: o.agentId.replace(/^agent:/, "") } : {}),
-    learnAddress: (id, addr) => transport.addPeer(id, addr),
-    swim: swimConfig(o),
-    logger,
-  });
-  const store = o.durability === "sync" ? LmdbStore.open(o.data!, "sync") : new VolatileStore();
-  const member = new CoordMember({
-    id: o.id,
-    voters: members.map((m) => m.id),
-    transport,
-    clock: realClock,
-    rng: rng.fork("coord"),
-    store,
-    raft: { heartbeatMs: o.heartbeat, electionTimeoutMs: o.electionTimeout },
-    monitor: detection.monitor,
+    durability: o.durability,
+    ...(o.data ? { data: o.data } : {}),
+    port: o.port,
+    clientPort: o.clientPort,
+    heartbeatMs: o.heartbeat,
+    electionTimeoutMs: o.electionTimeout,
     commitOffLoop: o.commitOffLoop,
-    compactEvery: o.snapshotCount,
+    snapshotCount: o.snapshotCount,
+    swim: swimConfig(o),
+    ...(o.agentSocket && o.agentId ? { agent: { socket: o.agentSocket, id: o.agentId } } : {}),
     logger,
   });
-  const server = new CoordGrpcServer(
-    member,
-    {
-      version: "3.4.0-faultline",
-      members: members.map((m) => ({
-        id: m.id,
-        clientUrl: `http://${m.client.host}:${m.client.port}`,
-        peerUrl: `http://${m.raft.host}:${m.raft.port}`,
-      })),
-    },
-    logger,
-  );
-  const clientPort = await server.listen(`${o.host}:${o.clientPort || me.client.port}`);
-  detection.start();
-  member.start();
-  tellSupervisor({ type: "listening", id: o.id, address: transport.address(), boot: transport.boot });
+  const { member, clientPort } = node;
+  tellSupervisor({
+    type: "listening",
+    id: o.id,
+    address: node.transport.address(),
+    boot: node.transport.boot,
+  });
   logger.info({ clientPort }, "coordination member serving");
   const status =
     typeof process.send === "function"
@@ -208,12 +165,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
   superviseLifecycle(
     async () => {
       if (status) clearInterval(status);
-      await server.stop();
-      member.stop();
-      detection.stop();
-      await agent?.stop();
-      await transport.stop();
-      await store.close();
+      await node.stop();
     },
     () => {},
   );

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import {
   type ClusterInfo,
@@ -100,7 +101,15 @@ export class CoordGrpcServer {
   listen(address: string): Promise<number> {
     return new Promise((resolve, reject) =>
       this.server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (e, port) =>
-        e ? reject(e) : resolve(port),
+        e
+          ? reject(
+              new FaultlineError(
+                ErrorCode.BadConfig,
+                `cannot serve gRPC clients on ${address} (${e.message}): choose another client port or stop what uses it`,
+                { cause: e },
+              ),
+            )
+          : resolve(port),
       ),
     );
   }
