@@ -46,6 +46,14 @@ describe("examples run", () => {
     expect(r.stdout).toMatch(/the watch carried on across the failover: it saw workers\/w2 put/);
   });
 
+  it("coord/embedded: a member hosted in the application's process takes a lock; another member's watch sees it", () => {
+    const r = run("examples/coord/embedded.ts");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/leader: c\d; etcd clients may use 127\.0\.0\.1:\d+/);
+    expect(r.stdout).toMatch(/lock taken: true, fencing token \(its revision\): \d+/);
+    expect(r.stdout).toMatch(/watch on c3: put locks\/report[\s\S]*watch on c3: delete locks\/report/);
+  });
+
   it("simulation/partition: no cross-side traffic while partitioned, and the same seed replays", () => {
     const a = run("examples/simulation/partition.ts", "3");
     const b = run("examples/simulation/partition.ts", "3");

@@ -11,6 +11,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { open, type RootDatabase } from "lmdb";
+import { copyValue } from "../runtime/clone.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { MemoryStore } from "../sim/memory-store.ts";
 
@@ -42,12 +43,12 @@ export type Durability = "sync" | "memory";
 export class VolatileStore implements DurableStore {
   private readonly data = new Map<string, unknown>();
   load(): Map<string, unknown> {
-    return new Map([...this.data].map(([k, v]) => [k, structuredClone(v)]));
+    return new Map([...this.data].map(([k, v]) => [k, copyValue(v)]));
   }
   commit(writes: ReadonlyMap<string, unknown>): void {
     for (const [k, v] of writes) {
       if (v === undefined) this.data.delete(k);
-      else this.data.set(k, structuredClone(v));
+      else this.data.set(k, copyValue(v));
     }
   }
   async close(): Promise<void> {}

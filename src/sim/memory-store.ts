@@ -1,3 +1,5 @@
+import { copyValue } from "../runtime/clone.ts";
+
 /**
  * A node's stable storage in simulation: it survives the node's crash and restart, unlike
  * everything the node holds in memory. Values are deep-copied in and out so that a node cannot
@@ -8,11 +10,11 @@ export class MemoryStore {
 
   get<T>(key: string): T | undefined {
     const v = this.data.get(key);
-    return v === undefined ? undefined : (structuredClone(v) as T);
+    return v === undefined ? undefined : copyValue(v as T);
   }
 
   put(key: string, value: unknown): void {
-    this.data.set(key, structuredClone(value));
+    this.data.set(key, copyValue(value));
   }
 
   delete(key: string): void {

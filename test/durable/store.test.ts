@@ -12,7 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LmdbStore } from "../../src/durable/store.ts";
+import { LmdbStore, VolatileStore } from "../../src/durable/store.ts";
 import { isFaultlineError } from "../../src/runtime/errors.ts";
 import { Processes } from "../fixtures/processes.ts";
 
@@ -161,5 +161,29 @@ describe("LmdbStore", () => {
     const file = join(d, "plain");
     writeFileSync(file, "not a directory");
     expect(() => LmdbStore.open(file)).toThrow(/is not a directory/);
+  });
+});
+
+describe("VolatileStore", () => {
+  it("keeps a copy of what a byte view shows, not the whole buffer under it", () => {
+    const s = new VolatileStore();
+    const big = new Uint8Array(1 << 20).fill(7);
+    const chunk = big.subarray(4096, 4096 + 10);
+    s.commit(
+      new Map<string, unknown>([
+        ["chunk", chunk],
+        ["obj", { a: [1, 2], b: "x" }],
+      ]),
+    );
+    big.fill(9); // the caller's memory changes later: the store's copy does not
+    const got = s.load();
+    const c = got.get("chunk") as Uint8Array;
+    expect(c).toBeInstanceOf(Uint8Array);
+    expect([...c]).toEqual(Array(10).fill(7));
+    expect(c.buffer.byteLength).toBe(10);
+    expect(got.get("obj")).toEqual({ a: [1, 2], b: "x" });
+    // What load() hands out is a copy too.
+    c.fill(1);
+    expect([...(s.load().get("chunk") as Uint8Array)]).toEqual(Array(10).fill(7));
   });
 });
