@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { DurableStore } from "../durable/store.ts";
 import type { NodeId, Transport } from "../net/transport.ts";
-import type { Clock, Timer } from "../runtime/clock.ts";
+import { type Clock, setTimerAfterIo, type Timer } from "../runtime/clock.ts";
 import { decode, encode } from "../runtime/codec.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
 import type { Rng } from "../runtime/rng.ts";
@@ -96,12 +96,6 @@ export interface RaftNodeOptions {
   onReady?: (ready: Ready) => void;
   onLeader?: (leader: NodeId | undefined, term: number) => void;
 }
-
-/**
- * A timer that fires this much after its time means the process did not run meanwhile (Node's
- * timers fire within a millisecond or two otherwise). Simulated timers are never late.
- */
-const LATE_TIMER_MS = 10;
 
 /** How a proposal or a read ended: an error, or the state machine's result. */
 export type Done = (error: Error | undefined, result?: unknown) => void;
@@ -404,33 +398,12 @@ export class RaftNode {
     if (this.timer && this.timer.at <= at) return;
     this.timer?.t.cancel();
     const now = this.o.clock.now();
-    const t = this.o.clock.setTimer(Math.max(0, at - now), () => {
+    // Silence is judged on what arrived: see setTimerAfterIo.
+    const t = setTimerAfterIo(this.o.clock, Math.max(0, at - now), () => {
       this.timer = undefined;
-      this.tickAfterIo(at, at);
+      this.perform(this.core.tick(this.o.clock.now()));
     });
     this.timer = { at, t };
-  }
-
-  /**
-   * Tick — unless this timer ran more than LATE_TIMER_MS after `due`: then this process was
-   * stopped for a while (a long GC or snapshot step, a pause of the VM), the leader's heartbeats
-   * or the followers' answers of that while may be waiting in the sockets, and Node runs due
-   * timers before it reads them. Read them first — a timer at 0 runs after the turn's I/O — so
-   * that silence is judged on what arrived, and again if the process stopped once more before.
-   */
-  private tickAfterIo(at: number, due: number): void {
-    const now = this.o.clock.now();
-    if (now - due > LATE_TIMER_MS) {
-      this.timer = {
-        at,
-        t: this.o.clock.setTimer(0, () => {
-          this.timer = undefined;
-          this.tickAfterIo(at, now);
-        }),
-      };
-      return;
-    }
-    this.perform(this.core.tick(now));
   }
 
   private scheduleCommit(): void {

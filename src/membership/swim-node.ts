@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Address, NodeId, Transport } from "../net/transport.ts";
-import type { Clock, Timer } from "../runtime/clock.ts";
+import { type Clock, setTimerAfterIo, type Timer } from "../runtime/clock.ts";
 import { Emitter } from "../runtime/emitter.ts";
 import { silentLogger } from "../runtime/logger.ts";
 import type { Rng } from "../runtime/rng.ts";
@@ -103,9 +103,11 @@ export class SwimNode {
         case "set-timer": {
           this.timers.get(out.timer)?.cancel();
           const name = out.timer;
+          // A probe's timeout after this process was itself stopped reads the acks that arrived
+          // meanwhile first (setTimerAfterIo): a local pause is not a peer's silence.
           this.timers.set(
             name,
-            this.o.clock.setTimer(out.afterMs, () => {
+            setTimerAfterIo(this.o.clock, out.afterMs, () => {
               this.timers.delete(name);
               this.step({ type: "timer", now: this.o.clock.now(), timer: name });
             }),

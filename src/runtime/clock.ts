@@ -38,6 +38,31 @@ export class RealClock implements Clock {
 
 export const realClock: Clock = new RealClock();
 
+/**
+ * A timer that fires this much after its time means the process did not run meanwhile (Node's
+ * timers fire within a millisecond or two otherwise). Simulated timers are never late.
+ */
+export const LATE_TIMER_MS = 10;
+
+/**
+ * `clock.setTimer` for timers that judge silence (a probe's timeout, a leader's heartbeats): when
+ * it fires more than LATE_TIMER_MS late, this process was itself stopped for a while (a long GC or
+ * snapshot step, a VM pause), what peers sent meanwhile may be waiting in the sockets, and Node
+ * runs due timers before it reads them. Then `fn` runs after the turn's I/O (a zero timer) — and
+ * again so if the process stopped once more before that — so that silence is judged on what
+ * actually arrived.
+ */
+export function setTimerAfterIo(clock: Clock, delayMs: number, fn: () => void): Timer {
+  let current: Timer;
+  const fire = (due: number) => () => {
+    const now = clock.now();
+    if (now - due > LATE_TIMER_MS) current = clock.setTimer(0, fire(now));
+    else fn();
+  };
+  current = clock.setTimer(delayMs, fire(clock.now() + Math.max(0, delayMs)));
+  return { cancel: () => current.cancel() };
+}
+
 /** Sleep on any clock; rejects with the signal's reason when aborted. */
 export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
