@@ -252,9 +252,12 @@ async function hostedWrites(
       runs.map((x) => fmt(x, 0)).join(" "),
     ];
   } finally {
-    await node?.stop();
-    await c.stop();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await node?.stop();
+    } finally {
+      await c.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
 

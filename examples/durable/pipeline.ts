@@ -100,6 +100,8 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
 
   const spawnSpare = (role: Role) => {
     const child = spawn(process.execPath, [script], { stdio: ["pipe", "pipe", "inherit"] });
+    // A child that died on its own closes its stdin: `failed` says so, not an EPIPE crash here.
+    child.stdin!.on("error", () => {});
     all.add(child);
     child.once("exit", (code, signal) => {
       all.delete(child);
@@ -164,6 +166,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       victim.kill("SIGKILL"); // by the PID we started, never by name
       kills++;
       await exited(victim); // its port is free again
+      if (failed !== undefined) continue; // reported at the top of the loop
       bringUp(role);
     }
     // Done: stop the processes in order, then read what they committed.

@@ -31,10 +31,10 @@ export interface CoordNodeOptions {
   /** sync: every write on disk (LMDB in `data`) before it is acknowledged; memory: tests only. */
   durability: "sync" | "memory";
   data?: string;
-  /** Raft/detection port (default: this member's entry in `members`; 0: any). */
+  /** Raft/detection port (default, or 0: this member's entry in `members`). */
   port?: number;
   /**
-   * Port for etcd's v3 gRPC API (default: this member's entry in `members`; 0: any). `false`: no
+   * Port for etcd's v3 gRPC API (default, or 0: this member's entry in `members`). `false`: no
    * gRPC server — the application in this process uses the member through `CoordMember` alone.
    */
   clientPort?: number | false;
@@ -165,6 +165,7 @@ export class CoordNode {
         undo.push(() => s.stop());
       }
       detection.start();
+      undo.push(() => detection.stop());
       member.start();
       return new CoordNode(member, transport, detection, store, agent, server, clientPort);
     } catch (e) {
@@ -177,11 +178,23 @@ export class CoordNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await this.server?.stop();
-    this.member.stop();
-    this.detection.stop();
-    await this.agent?.stop();
-    await this.transport.stop();
-    await this.store.close();
+    // Every step runs even if one before it failed; the first failure is reported after.
+    const steps: Array<() => unknown> = [
+      () => this.server?.stop(),
+      () => this.member.stop(),
+      () => this.detection.stop(),
+      () => this.agent?.stop(),
+      () => this.transport.stop(),
+      () => this.store.close(),
+    ];
+    let failure: unknown;
+    for (const step of steps) {
+      try {
+        await step();
+      } catch (e) {
+        failure ??= e;
+      }
+    }
+    if (failure !== undefined) throw failure;
   }
 }

@@ -9,7 +9,7 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { open, type RootDatabase } from "lmdb";
 import { copyValue } from "../runtime/clone.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
@@ -112,7 +112,7 @@ export class LmdbStore implements DurableStore {
       try {
         writeMarker(dir);
       } catch (e) {
-        void store.env.close();
+        store.env.close().catch(() => {}); // the marker's error is the one to report
         throw e;
       }
     }
@@ -198,7 +198,10 @@ export function checkStoreDir(dir: string): boolean {
       // LMDB wrote it): check it all the same, then adopt it.
       checkLmdbFile(dir);
     }
-    mkdirSync(dir, { recursive: true });
+    if (!existsSync(dir)) {
+      mkdirSync(dir, { recursive: true });
+      syncPath(dirname(dir)); // the new directory's entry survives a power loss too
+    }
     return true;
   }
   if (!existsSync(data)) throw bad(dir, DATA, "is missing, but this directory holds a store");
@@ -213,14 +216,6 @@ export function checkStoreDir(dir: string): boolean {
  * is either absent or whole, and present only beside a data file on disk.
  */
 export function writeMarker(dir: string): void {
-  const syncPath = (path: string) => {
-    const fd = openSync(path, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  };
   syncPath(join(dir, DATA));
   syncPath(dir);
   const tmp = join(dir, `${MARKER}.tmp`);
@@ -228,6 +223,16 @@ export function writeMarker(dir: string): void {
   syncPath(tmp);
   renameSync(tmp, join(dir, MARKER));
   syncPath(dir);
+}
+
+/** fsync a file or a directory (its entries). */
+function syncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function checkLmdbFile(dir: string): void {

@@ -40,7 +40,8 @@ export const realClock: Clock = new RealClock();
 
 /**
  * A timer that fires this much after its time means the process did not run meanwhile (Node's
- * timers fire within a millisecond or two otherwise). Simulated timers are never late.
+ * timers fire within a millisecond or two otherwise; in the simulator, a paused node's timers
+ * fire late when it resumes).
  */
 export const LATE_TIMER_MS = 10;
 
@@ -49,19 +50,24 @@ export const LATE_TIMER_MS = 10;
  * it fires more than LATE_TIMER_MS late, this process was itself stopped for a while (a long GC or
  * snapshot step, a VM pause), what peers sent meanwhile may be waiting in the sockets, and Node
  * runs due timers before it reads them. Then `fn` runs after the turn's I/O (a zero timer) — and
- * again so if the process stopped once more before that — so that silence is judged on what
- * actually arrived.
+ * again so if the process stopped once more before that, up to MAX_DEFERRALS times — so that
+ * silence is judged on what actually arrived.
  */
 export function setTimerAfterIo(clock: Clock, delayMs: number, fn: () => void): Timer {
   let current: Timer;
-  const fire = (due: number) => () => {
+  // At most a few turns: where every turn is long (a slow disk's commits on the loop), a timer
+  // put off each time would never fire.
+  const fire = (due: number, deferrals: number) => () => {
     const now = clock.now();
-    if (now - due > LATE_TIMER_MS) current = clock.setTimer(0, fire(now));
+    if (now - due > LATE_TIMER_MS && deferrals < MAX_DEFERRALS)
+      current = clock.setTimer(0, fire(now, deferrals + 1));
     else fn();
   };
-  current = clock.setTimer(delayMs, fire(clock.now() + Math.max(0, delayMs)));
+  current = clock.setTimer(delayMs, fire(clock.now() + Math.max(0, delayMs), 0));
   return { cancel: () => current.cancel() };
 }
+
+const MAX_DEFERRALS = 3;
 
 /** Sleep on any clock; rejects with the signal's reason when aborted. */
 export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {

@@ -74,5 +74,9 @@ describe("a Raft follower that was itself paused", () => {
       expect(b.core.leader).toBe("a");
       expect(b.core.role).toBe("follower");
     }
+    // The last round's late timer, had it judged too soon, has fired by now.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(fromB.filter((t) => t === "vote")).toEqual([]);
+    expect(b.core.leader).toBe("a");
   });
 });

@@ -89,9 +89,12 @@ describe("CoordNode: a coordination member hosted in an application's process", 
 
   it("bad options are refused with a clear error, and a failed start leaves nothing listening", async () => {
     const { members, key } = await cluster();
-    const refused = async (p: Promise<unknown>, what: RegExp) => {
+    const refused = async (p: Promise<CoordNode>, what: RegExp) => {
       const e = await p.then(
-        () => undefined,
+        (started) => {
+          nodes.push(started); // stopped after the test, which fails below
+          return undefined;
+        },
         (err: unknown) => err,
       );
       expect(isFaultlineError(e, "FL_BAD_CONFIG")).toBe(true);
