@@ -136,6 +136,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
     snapshotCount: o.snapshotCount,
     swim: swimConfig(o),
     ...(o.agentSocket && o.agentId ? { agent: { socket: o.agentSocket, id: o.agentId } } : {}),
+    ...(o.agentId ? { swimHost: o.agentId.replace(/^agent:/, "") } : {}),
     logger,
   });
   const { member, clientPort } = node;

@@ -47,6 +47,8 @@ export interface CoordNodeOptions {
   swim?: Partial<SwimConfig>;
   /** Register with the host agent on this Unix socket, so that this process's exit is certain at once. */
   agent?: { socket: string; id: string };
+  /** The host this member runs on, gossiped by SWIM (default: from the agent's id, `agent:<host>`). */
+  swimHost?: string;
   logger?: Logger;
 }
 
@@ -122,7 +124,7 @@ export class CoordNode {
         seeds: Object.keys(peers),
         address: transport.address(),
         boot: transport.boot,
-        ...(o.agent ? { host: o.agent.id.replace(/^agent:/, "") } : {}),
+        ...(o.swimHost || o.agent ? { host: o.swimHost ?? o.agent!.id.replace(/^agent:/, "") } : {}),
         learnAddress: (id, addr) => transport.addPeer(id, addr),
         ...(o.swim ? { swim: o.swim } : {}),
         logger,
