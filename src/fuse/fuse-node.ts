@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { DetectionNode } from "../detect/detection-node.ts";
 import type { FailureReport } from "../detect/report.ts";
 import type { NodeId, Transport } from "../net/transport.ts";
-import type { Clock, Timer } from "../runtime/clock.ts";
+import { type Clock, setTimerAfterIo, type Timer } from "../runtime/clock.ts";
 import { encode } from "../runtime/codec.ts";
 import { Emitter } from "../runtime/emitter.ts";
 import { ErrorCode, FaultlineError } from "../runtime/errors.ts";
@@ -102,7 +102,8 @@ export class FuseNode {
     );
     const tick = () => {
       this.perform(this.core.tick(now()));
-      this.ticker = this.o.clock.setTimer(this.o.fuse?.retryMs ?? FUSE_DEFAULTS.retryMs, tick);
+      // A creation's deadline after a pause of this process reads the acks that came meanwhile first.
+      this.ticker = setTimerAfterIo(this.o.clock, this.o.fuse?.retryMs ?? FUSE_DEFAULTS.retryMs, tick);
     };
     tick();
   }
