@@ -55,7 +55,7 @@ describe("a SWIM member that was itself paused", () => {
     await waitFor(() => a.members().some((m) => m.id === "b" && m.status === "alive"), "a to see b alive");
     seen.length = 0;
 
-    // Each time a probes b, this process stops for 300 ms (five probe timeouts) in the check
+    // Each time a probes b, this process stops for 600 ms (ten probe timeouts) in the check
     // phase, as a long GC or snapshot step would: b's ack waits in the socket meanwhile.
     let pauses = 0;
     const send = ta.send.bind(ta);
@@ -63,7 +63,7 @@ describe("a SWIM member that was itself paused", () => {
       const sent = send(to, m);
       if (pauses < 3 && to === "b" && (m as { t?: string }).t === "ping") {
         pauses++;
-        setImmediate(() => freeze(300));
+        setImmediate(() => freeze(600));
       }
       return sent;
     };
