@@ -363,7 +363,11 @@ export class RaftNode {
     const every = this.o.compactEvery ?? 10_000;
     if (this.appliedBytes < this.snapshotBytes) return;
     const since = this.core.applied - this.core.log.snapshotIndex;
-    if (since < every && this.appliedBytes < (this.o.compactAtBytes ?? 64 * 1024 * 1024)) return;
+    if (
+      this.core.applied < this.nextSnapshotAt(every) &&
+      this.appliedBytes < (this.o.compactAtBytes ?? 64 * 1024 * 1024)
+    )
+      return;
     if (since === 0) return;
     // Encoded once, here: the bytes are what is stored and what goes to a follower, in chunks.
     if (!this.sm.snapshotWriter) {
@@ -382,6 +386,22 @@ export class RaftNode {
       } else s.timer = later();
     };
     this.snapshotting = { index: this.core.applied, appliedBytes: this.appliedBytes, timer: later() };
+  }
+
+  /**
+   * The applied index at which this member takes its next snapshot: every `every` entries, at a
+   * phase of its own — its place among the voters (by id) times every/n — and at least every/2
+   * after the last one. Members that all snapshotted at the same index would all pause at once
+   * (encoding, storing, the GC after), and a quorum would stop together: commits wait, and
+   * followers that pause together can suspect a live leader. Staggered, at most one pauses at a
+   * time and a quorum goes on.
+   */
+  private nextSnapshotAt(every: number): number {
+    const voters = [...this.core.voters()].sort();
+    const place = Math.max(0, voters.indexOf(this.o.id));
+    const phase = Math.floor((every * place) / Math.max(1, voters.length));
+    const after = this.core.log.snapshotIndex + Math.ceil(every / 2);
+    return phase + Math.ceil((after - phase) / every) * every;
   }
 
   /** A snapshot of the state at `index` is encoded: compact the log up to there. */

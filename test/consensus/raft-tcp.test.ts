@@ -110,8 +110,9 @@ describe("Raft over TCP with LMDB", () => {
     const leader = await cluster(10);
     const { back, before } = await awayDuringBigWrites(leader, 10);
     // Snapshots at about 10, 20 and 40 entries (each once the log since the last is as large as
-    // it): the one the follower gets holds some 38 values of 200 KiB, more than a frame may carry.
-    expect(before).toBeGreaterThan(35);
+    // it), shifted by the leader's phase among the members (staggered snapshots): the one the
+    // follower gets holds 20 to 40 values of 200 KiB, more than a frame may carry.
+    expect(before).toBeGreaterThan(20);
     expect(back.raft.core.log.snapshotIndex).toBe(before);
     // Stored in chunks of 1 MiB, the record saying how many bytes in all.
     const stored = back.store.load().get("snap") as { bytes: number; chunks: number };
