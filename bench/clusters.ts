@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseCoordPeers } from "../src/cli/coord-command.ts";
 import { freePorts } from "../src/cli/up-coord.ts";
 import type { CoordPeer } from "../src/coord/node.ts";
 
@@ -176,11 +177,6 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
     const until = Date.now() + 15_000;
     while (!existsSync(socket) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   }
-  const peerList: CoordPeer[] = names.map((id, i) => ({
-    id,
-    raft: { host: "127.0.0.1", port: ports[i]! },
-    client: { host: "127.0.0.1", port: ports[i + 3]! },
-  }));
   const spawned = names.filter((n) => !o.hostedHere?.includes(n));
   const members: Member[] = spawned.map((name) => {
     const i = names.indexOf(name);
@@ -222,7 +218,7 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
     members,
     endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
     ...(o.agent ? { agent: { socket, id: "agent:h1", keyHex: key } } : {}),
-    peers: peerList,
+    peers: parseCoordPeers(peers),
     keyHex: key,
     stop: () => stopAll([...members, ...extra], dir),
   };

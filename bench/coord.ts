@@ -115,7 +115,34 @@ async function failover(c: Cluster, fault: "SIGKILL" | "SIGSTOP", rounds: number
   return out;
 }
 
-/** Puts to one endpoint, one at a time (latency, µs) and from 64 writers at once (writes/s). */
+/** Puts one at a time (latency, µs), then from 64 writers at once (writes/s), `ms` in all. */
+async function putLoad(
+  put: (key: string) => Promise<unknown>,
+  ms: number,
+  round: number,
+): Promise<{ lat: number[]; opsPerSec: number }> {
+  const lat: number[] = [];
+  const until = performance.now() + ms / 2; // real-io
+  for (let i = 0; performance.now() < until; i++) {
+    const t = performance.now(); // real-io
+    await put(`bench/lat/${round}/${i % 1000}`);
+    lat.push((performance.now() - t) * 1000); // real-io
+  }
+  let done = 0;
+  const start = performance.now(); // real-io
+  const end = start + ms / 2;
+  await Promise.all(
+    Array.from({ length: 64 }, async (_, w) => {
+      for (let i = 0; performance.now() < end; i++) {
+        await put(`bench/tp/${w}/${i % 100}`);
+        done++;
+      }
+    }),
+  );
+  return { lat, opsPerSec: done / ((performance.now() - start) / 1000) }; // real-io
+}
+
+/** Puts of 100 bytes to one endpoint through the gRPC client (see putLoad). */
 async function writes(
   endpoint: string,
   ms: number,
@@ -124,28 +151,24 @@ async function writes(
   const cl = new Client(endpoint);
   try {
     const value = Buffer.alloc(100, 0x61);
-    const lat: number[] = [];
-    const until = performance.now() + ms / 2; // real-io
-    for (let i = 0; performance.now() < until; i++) {
-      const t = performance.now(); // real-io
-      await cl.put(`bench/lat/${round}/${i % 1000}`, value, 5000);
-      lat.push((performance.now() - t) * 1000); // real-io
-    }
-    let done = 0;
-    const start = performance.now(); // real-io
-    const end = start + ms / 2;
-    await Promise.all(
-      Array.from({ length: 64 }, async (_, w) => {
-        for (let i = 0; performance.now() < end; i++) {
-          await cl.put(`bench/tp/${w}/${i % 100}`, value, 5000);
-          done++;
-        }
-      }),
-    );
-    return { lat, opsPerSec: done / ((performance.now() - start) / 1000) }; // real-io
+    return await putLoad((key) => cl.put(key, value, 5000), ms, round);
   } finally {
     cl.close();
   }
+}
+
+/** A table row: latency samples pooled (p50, p99), throughput as the median round and each round. */
+function row(name: string, durability: string, lat: number[], tp: number[]): (string | number)[] {
+  const s = summarize(lat.sort((a, b) => a - b));
+  const runs = tp.sort((a, b) => a - b);
+  return [
+    name,
+    durability,
+    fmt(s.p50, 0),
+    fmt(s.p99, 0),
+    fmt(runs[Math.floor(runs.length / 2)]!, 0),
+    runs.map((x) => fmt(x, 0)).join(" "),
+  ];
 }
 
 interface Target {
@@ -173,19 +196,7 @@ async function replication(
       tp[i]!.push(w.opsPerSec);
     }
   }
-  return targets.map((t, i) => {
-    const s = summarize(lat[i]!.sort((a, b) => a - b));
-    const runs = tp[i]!.sort((a, b) => a - b);
-    const median = runs[Math.floor(runs.length / 2)]!;
-    return [
-      t.name,
-      t.durability,
-      fmt(s.p50, 0),
-      fmt(s.p99, 0),
-      fmt(median, 0),
-      runs.map((x) => fmt(x, 0)).join(" "),
-    ];
-  });
+  return targets.map((t, i) => row(t.name, t.durability, lat[i]!, tp[i]!));
 }
 
 /**
@@ -222,35 +233,16 @@ async function hostedWrites(
     const lat: number[] = [];
     const tp: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const half = (seconds * 1000) / rounds / 2;
-      const latUntil = performance.now() + half; // real-io
-      for (let i = 0; performance.now() < latUntil; i++) {
-        const t = performance.now(); // real-io
-        await put(`bench/lat/${r}/${i % 1000}`);
-        lat.push((performance.now() - t) * 1000); // real-io
-      }
-      let done = 0;
-      const start = performance.now(); // real-io
-      await Promise.all(
-        Array.from({ length: 64 }, async (_, w) => {
-          for (let i = 0; performance.now() < start + half; i++) {
-            await put(`bench/tp/${w}/${i % 100}`);
-            done++;
-          }
-        }),
-      );
-      tp.push(done / ((performance.now() - start) / 1000)); // real-io
+      const w = await putLoad(put, (seconds * 1000) / rounds, r);
+      lat.push(...w.lat);
+      tp.push(w.opsPerSec);
     }
-    const s = summarize(lat.sort((a, b) => a - b));
-    const runs = tp.sort((a, b) => a - b);
-    return [
+    return row(
       "faultline, writer in the leader's process (no gRPC)",
       durability === "sync" ? "sync (LMDB)" : "memory",
-      fmt(s.p50, 0),
-      fmt(s.p99, 0),
-      fmt(runs[Math.floor(runs.length / 2)]!, 0),
-      runs.map((x) => fmt(x, 0)).join(" "),
-    ];
+      lat,
+      tp,
+    );
   } finally {
     try {
       await node?.stop();

@@ -95,6 +95,11 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   /** A process that ended on its own (not killed by this launcher): the run cannot finish. */
   let failed: string | undefined;
   const stopping = new Set<ChildProcess>();
+  /** Signal a child this launcher started (by its PID, never by name); its exit is then expected. */
+  const kill = (c: ChildProcess, signal: NodeJS.Signals) => {
+    stopping.add(c);
+    c.kill(signal);
+  };
   const started = performance.now();
   const script = await bundle();
 
@@ -133,10 +138,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
 
   // Interrupted (Ctrl-C): stop every process this launcher started before going.
   const onSignal = () => {
-    for (const c of all) {
-      stopping.add(c);
-      c.kill("SIGKILL");
-    }
+    for (const c of all) kill(c, "SIGKILL");
     rmSync(dir, { recursive: true, force: true });
     process.exit(130);
   };
@@ -162,8 +164,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       if (!o.chaos || applied >= o.transfers) continue;
       const role = ROLES[Math.floor(Math.random() * ROLES.length)]!;
       const victim = active.get(role)!;
-      stopping.add(victim);
-      victim.kill("SIGKILL"); // by the PID we started, never by name
+      kill(victim, "SIGKILL");
       kills++;
       await exited(victim); // its port is free again
       if (failed !== undefined) continue; // reported at the top of the loop
@@ -172,8 +173,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     // Done: stop the processes in order, then read what they committed.
     for (const r of ROLES) {
       const c = active.get(r)!;
-      stopping.add(c);
-      c.kill("SIGTERM");
+      kill(c, "SIGTERM");
       await exited(c);
     }
     const read = async <S>(role: Role): Promise<S> => {
@@ -206,10 +206,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    for (const c of all) {
-      stopping.add(c);
-      c.kill("SIGKILL");
-    }
+    for (const c of all) kill(c, "SIGKILL");
     await Promise.all([...all].map(exited));
     rmSync(dir, { recursive: true, force: true });
   }

@@ -4,9 +4,9 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { homedir, tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { ownedPrivate } from "../runtime/owned.ts";
+import { packageRoot } from "../runtime/package-root.ts";
 
 /**
  * The kernel's word that a process has started to die, well before its sockets close.
@@ -120,10 +120,10 @@ export class ExitWatch {
 
 /** native/exitwatch.c, found from this module whether it runs from src/agent or from a bundle. */
 function sourcePath(): string {
-  const found = ["../../native/exitwatch.c", "../../../native/exitwatch.c"]
-    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
-    .find((p) => existsSync(p));
-  if (!found) throw new Error("native/exitwatch.c is not installed beside faultline's sources");
+  const root = packageRoot();
+  const found = root === undefined ? undefined : join(root, "native", "exitwatch.c");
+  if (!found || !existsSync(found))
+    throw new Error("native/exitwatch.c is not installed beside faultline's sources");
   return found;
 }
 

@@ -139,6 +139,8 @@ export class RaftNode {
   private lastRole = "";
   /** A snapshot being written a step a turn: the applied index it is of. */
   private snapshotting: { index: number; appliedBytes: number; timer: Timer } | undefined;
+  /** nextSnapshotAt's answer, for the last snapshot index and voter list it was worked out for. */
+  private snapshotAt: { from: number; voters: readonly NodeId[]; at: number } | undefined;
   /** Frames that were not well-formed Raft messages (dropped). */
   malformed = 0;
 
@@ -362,13 +364,12 @@ export class RaftNode {
     if (this.snapshotting || this.storage.writingSnapshot) return;
     const every = this.o.compactEvery ?? 10_000;
     if (this.appliedBytes < this.snapshotBytes) return;
-    const since = this.core.applied - this.core.log.snapshotIndex;
     if (
       this.core.applied < this.nextSnapshotAt(every) &&
       this.appliedBytes < (this.o.compactAtBytes ?? 64 * 1024 * 1024)
     )
       return;
-    if (since === 0) return;
+    if (this.core.applied === this.core.log.snapshotIndex) return;
     // Encoded once, here: the bytes are what is stored and what goes to a follower, in chunks.
     if (!this.sm.snapshotWriter) {
       this.compacted(this.core.applied, this.appliedBytes, encode(this.sm.snapshot()));
@@ -397,11 +398,18 @@ export class RaftNode {
    * time and a quorum goes on.
    */
   private nextSnapshotAt(every: number): number {
-    const voters = [...this.core.voters()].sort();
-    const place = Math.max(0, voters.indexOf(this.o.id));
+    // Worked out again only when the last snapshot or the configuration changed: this runs after
+    // every batch of applied entries.
+    const from = this.core.log.snapshotIndex;
+    const voters = this.core.voters();
+    const c = this.snapshotAt;
+    if (c && c.from === from && c.voters === voters) return c.at;
+    const place = Math.max(0, [...voters].sort().indexOf(this.o.id));
     const phase = Math.floor((every * place) / Math.max(1, voters.length));
-    const after = this.core.log.snapshotIndex + Math.ceil(every / 2);
-    return phase + Math.ceil((after - phase) / every) * every;
+    const after = from + Math.ceil(every / 2);
+    const at = phase + Math.ceil((after - phase) / every) * every;
+    this.snapshotAt = { from, voters, at };
+    return at;
   }
 
   /** A snapshot of the state at `index` is encoded: compact the log up to there. */

@@ -1,8 +1,8 @@
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { packageRoot } from "../runtime/package-root.ts";
 import { CoordFailure } from "./member.ts";
 import type {
   Bytes,
@@ -28,11 +28,7 @@ import { Status } from "./types.ts";
  * Where faultline's etcd-compatible .proto files live: the package's proto/ folder, found from
  * this module whether it runs from src/coord or from a bundle under node_modules/.cache.
  */
-export const PROTO_DIR =
-  ["../../proto", "../../../proto"]
-    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
-    .find((dir) => existsSync(join(dir, "etcdserverpb", "rpc.proto"))) ??
-  fileURLToPath(new URL("../../proto", import.meta.url));
+export const PROTO_DIR = join(packageRoot() ?? fileURLToPath(new URL("../../", import.meta.url)), "proto");
 
 /**
  * etcd's v3 services and messages from faultline's .proto files (field names as in the files,

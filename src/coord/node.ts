@@ -116,6 +116,7 @@ export class CoordNode {
         agent = a;
       }
       const rng = createRng((Math.random() * 2 ** 32) >>> 0); // real-io: a member's seed
+      const swimHost = o.swimHost ?? o.agent?.id.replace(/^agent:/, "");
       const detection = new DetectionNode({
         id: o.id,
         clock: realClock,
@@ -124,7 +125,7 @@ export class CoordNode {
         seeds: Object.keys(peers),
         address: transport.address(),
         boot: transport.boot,
-        ...(o.swimHost || o.agent ? { host: o.swimHost ?? o.agent!.id.replace(/^agent:/, "") } : {}),
+        ...(swimHost ? { host: swimHost } : {}),
         learnAddress: (id, addr) => transport.addPeer(id, addr),
         ...(o.swim ? { swim: o.swim } : {}),
         logger,

@@ -3,9 +3,9 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import sodium from "sodium-native";
 import { ownedPrivate } from "./owned.ts";
+import { packageRoot } from "./package-root.ts";
 
 /**
  * Poly1305 (RFC 8439 §2.5): a 16-byte tag of `data[0, end)` under a 32-byte one-time key, into
@@ -31,26 +31,6 @@ export function passesTestVector(f: Poly1305): boolean {
   const out = Buffer.alloc(16);
   f(out, RFC_KEY, RFC_MSG, RFC_MSG.length);
   return out.equals(RFC_TAG);
-}
-
-/**
- * faultline's package root, where native/ and build/ are: two levels above src/runtime (or
- * dist/runtime), three above a bundle in node_modules/.cache/faultline (the benches' and tests'
- * child processes) — whichever holds faultline's own package.json; nowhere else.
- */
-function packageRoot(): string | undefined {
-  return ["../../", "../../../"]
-    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
-    .find((d) => {
-      try {
-        return (
-          (JSON.parse(readFileSync(join(d, "package.json"), "utf8")) as { name?: string }).name ===
-          "faultline"
-        );
-      } catch {
-        return false;
-      }
-    });
 }
 
 /**

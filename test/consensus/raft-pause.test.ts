@@ -5,17 +5,9 @@ import { TcpTransport } from "../../src/net/tcp-transport.ts";
 import { realClock } from "../../src/runtime/clock.ts";
 import { createRng } from "../../src/runtime/rng.ts";
 import { RegisterMachine } from "../../src/sim/scenarios/raft.ts";
-import { waitFor } from "../fixtures/processes.ts";
+import { freeze, waitFor } from "../fixtures/processes.ts";
 
 const KEY = Buffer.alloc(32, 9);
-
-/** Keep this process from running for `ms` (what a long GC, a snapshot step or a VM pause does). */
-function freeze(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    // busy: nothing else in this process runs
-  }
-}
 
 describe("a Raft follower that was itself paused", () => {
   const cleanup: Array<() => Promise<void> | void> = [];

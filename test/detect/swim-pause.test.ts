@@ -4,17 +4,9 @@ import { SwimNode } from "../../src/membership/swim-node.ts";
 import { TcpTransport } from "../../src/net/tcp-transport.ts";
 import { realClock } from "../../src/runtime/clock.ts";
 import { createRng } from "../../src/runtime/rng.ts";
-import { Processes, waitFor } from "../fixtures/processes.ts";
+import { freeze, Processes, waitFor } from "../fixtures/processes.ts";
 
 const KEY = "cd".repeat(32);
-
-/** Keep this process from running for `ms` (what a long GC or a VM pause does). */
-function freeze(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    // busy: nothing else in this process runs
-  }
-}
 
 describe("a SWIM member that was itself paused", () => {
   const procs = new Processes();
