@@ -117,6 +117,8 @@ export interface FaultlineClusterOptions {
   agent?: boolean;
   /** Writes between snapshots (`--snapshot-count`; the member's default when absent). */
   snapshotCount?: number;
+  /** `--busy-poll` for every member (e.g. "2ms"). */
+  busyPoll?: string;
   /**
    * Members not started as processes: the caller hosts them in its own process (a `CoordNode`
    * with the cluster's `peers` and `keyHex`).
@@ -196,6 +198,7 @@ export async function startFaultline(o: FaultlineClusterOptions = {}): Promise<C
       ...(o.electionTimeout ? ["--election-timeout", o.electionTimeout] : []),
       ...(o.heartbeat ? ["--heartbeat", o.heartbeat] : []),
       ...(o.snapshotCount ? ["--snapshot-count", String(o.snapshotCount)] : []),
+      ...(o.busyPoll ? ["--busy-poll", o.busyPoll] : []),
       ...(o.agent ? ["--agent-socket", socket, "--agent-id", "agent:h1"] : []),
     ];
     const m: Member = {

@@ -30,6 +30,9 @@ type Stub = any;
 
 const pb = etcdProto();
 
+/** The busy-poll budget of the rows that measure it (`--busy-poll`, CoordNode's `busyPollMs`). */
+const BUSY_POLL_MS = 2;
+
 /** A plain etcd v3 client on one endpoint (the same for faultline and etcd). */
 export class Client {
   readonly kv: Stub;
@@ -209,6 +212,7 @@ async function hostedWrites(
   durability: "sync" | "memory",
   seconds: number,
   rounds: number,
+  busyPollMs = 0,
 ): Promise<(string | number)[]> {
   const c = await startFaultline({ durability, hostedHere: ["c1"], electionTimeout: "5s" });
   const dir = mkdtempSync(join(tmpdir(), "faultline-hosted-"));
@@ -221,6 +225,7 @@ async function hostedWrites(
       durability,
       data: join(dir, "c1"),
       clientPort: false,
+      busyPollMs,
     });
     const m = node.member;
     const until = performance.now() + 20_000; // real-io
@@ -238,7 +243,7 @@ async function hostedWrites(
       tp.push(w.opsPerSec);
     }
     return row(
-      "faultline, writer in the leader's process (no gRPC)",
+      `faultline, writer in the leader's process (no gRPC)${busyPollMs ? `, busy-poll ${busyPollMs} ms` : ""}`,
       durability === "sync" ? "sync (LMDB)" : "memory",
       lat,
       tp,
@@ -312,6 +317,12 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
   await leaderOf(fl);
   const mem = await startFaultline({ durability: "memory", agent: false });
   await leaderOf(mem);
+  const memPoll = await startFaultline({
+    durability: "memory",
+    agent: false,
+    busyPoll: `${BUSY_POLL_MS}ms`,
+  });
+  await leaderOf(memPoll);
   const et = await startEtcd();
   await leaderOf(et);
   const echo = await startHelper<{ port: number }>("bench/echo-peer.ts", ["grpc"]);
@@ -331,6 +342,11 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
         [
           { name: "faultline", durability: "sync (LMDB)", endpoint: () => leaderOf(fl) },
           { name: "faultline", durability: "memory", endpoint: () => leaderOf(mem) },
+          {
+            name: `faultline, busy-poll ${BUSY_POLL_MS} ms`,
+            durability: "memory",
+            endpoint: () => leaderOf(memPoll),
+          },
           { name: "etcd 3.4", durability: "sync (bbolt + WAL fsync)", endpoint: () => leaderOf(et) },
           {
             name: "floor: gRPC echo (grpc-js, Put answered at once)",
@@ -344,10 +360,14 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
     );
   } finally {
     await stopHelper(echo.proc);
-    await Promise.all([fl.stop(), mem.stop(), et.stop()]);
+    await Promise.all([fl.stop(), mem.stop(), memPoll.stop(), et.stop()]);
   }
-  for (const d of ["memory", "sync"] as const)
-    repl.push(await hostedWrites(d, quick ? 4 : 12, quick ? 2 : 3));
+  for (const [d, poll] of [
+    ["memory", 0],
+    ["memory", BUSY_POLL_MS],
+    ["sync", 0],
+  ] as const)
+    repl.push(await hostedWrites(d, quick ? 4 : 12, quick ? 2 : 3, poll));
   const floor = await rawFloor(quick ? 500 : 5000);
   repl.push(["floor: 2 raw TCP round trips", "—", fmt(floor.p50, 0), fmt(floor.p99, 0), "—", "—"]);
   if (rounds && noZk) rows.push([`ZooKeeper: skipped (${noZk})`, "—", "—", "—", 0]);

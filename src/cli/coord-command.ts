@@ -33,6 +33,7 @@ const CoordOptions = z.object({
     .min(1, "--snapshot-count must be at least 1"),
   heartbeat: duration,
   electionTimeout: duration,
+  busyPoll: duration,
   ...swimOptions,
   agentSocket: z.string().optional(),
   agentId: z.string().optional(),
@@ -92,6 +93,11 @@ export function registerCoord(program: Command): void {
       "fallback election timeout, when no detector reports the leader's failure",
       "500ms",
     )
+    .option(
+      "--busy-poll <time>",
+      "keep the event loop polling for up to this long while a write waits for the followers (0: never): lower latency for a core's worth of CPU while waiting",
+      "0",
+    )
     .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")
     .option("--agent-id <id>", "the host agent's id (agent:<host>)")
     .option("--log-level <level>", "log level (logs go to stderr)", "warn")
@@ -134,6 +140,7 @@ async function runCoord(o: z.output<typeof CoordOptions> & { key: Buffer }): Pro
     electionTimeoutMs: o.electionTimeout,
     commitOffLoop: o.commitOffLoop,
     snapshotCount: o.snapshotCount,
+    busyPollMs: o.busyPoll,
     swim: swimConfig(o),
     ...(o.agentSocket && o.agentId ? { agent: { socket: o.agentSocket, id: o.agentId } } : {}),
     ...(o.agentId ? { swimHost: o.agentId.replace(/^agent:/, "") } : {}),

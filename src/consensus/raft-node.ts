@@ -143,6 +143,11 @@ export class RaftNode {
   private snapshotAt: { from: number; voters: readonly NodeId[]; at: number } | undefined;
   /** Frames that were not well-formed Raft messages (dropped). */
   malformed = 0;
+  /**
+   * Called when a proposal or a read starts waiting for the cluster. The real-I/O host may keep
+   * its event loop polling until `waiting` is false (see BusyPoller); nothing here depends on it.
+   */
+  onWaiting: (() => void) | undefined;
 
   constructor(private readonly o: RaftNodeOptions) {
     this.sm = o.stateMachine;
@@ -162,6 +167,11 @@ export class RaftNode {
 
   get id(): NodeId {
     return this.o.id;
+  }
+
+  /** Whether a proposal or a read is waiting for the cluster's answer. */
+  get waiting(): boolean {
+    return this.proposals.size > 0 || this.reads.size > 0 || this.batch.length > 0;
   }
 
   start(): void {
@@ -251,6 +261,7 @@ export class RaftNode {
     for (const [i, p] of batch.entries())
       this.proposals.set(started.index + i, { term: started.term, done: p.done });
     this.perform(started.ready);
+    this.onWaiting?.();
   }
 
   /** Resolves once the local state machine may serve a linearizable read (ReadIndex). Leader only. */
@@ -270,6 +281,7 @@ export class RaftNode {
     }
     this.reads.set(id, { done });
     this.perform(ready);
+    this.onWaiting?.();
   }
 
   /** The detector's word about the leader (see RaftCore.leaderDown). */

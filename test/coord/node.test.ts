@@ -87,6 +87,36 @@ describe("CoordNode: a coordination member hosted in an application's process", 
     await c1.stop(); // idempotent
   });
 
+  it("with busyPollMs, the leader keeps its loop polling while a write waits, and only then", async () => {
+    const { members, key } = await cluster();
+    for (const m of members)
+      nodes.push(
+        await CoordNode.start({
+          id: m.id,
+          members,
+          clusterKey: key,
+          durability: "memory",
+          clientPort: false,
+          busyPollMs: 50,
+        }),
+      );
+    await waitFor(() => nodes.some((n) => n.member.raft.core.role === "leader"), "a leader");
+    const leader = nodes.find((n) => n.member.raft.core.role === "leader")!;
+    const poller = leader.poller!;
+    for (let i = 0; i < 20; i++) {
+      const before = poller.turns;
+      await leader.member.write({ c: "put", req: { key: `k${i}`, value: "v" } });
+      // The followers' acks come over TCP: the leader's loop turned at least once while waiting.
+      expect(poller.turns).toBeGreaterThan(before);
+      expect(leader.member.raft.waiting).toBe(false);
+    }
+    // Nothing waits: the loop sleeps again (no turns spun while idle).
+    await new Promise((r) => setTimeout(r, 20));
+    const idle = poller.turns;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(poller.turns).toBe(idle);
+  });
+
   it("bad options are refused with a clear error, and a failed start leaves nothing listening", async () => {
     const { members, key } = await cluster();
     const refused = async (p: Promise<CoordNode>, what: RegExp) => {
