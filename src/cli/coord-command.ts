@@ -95,7 +95,7 @@ export function registerCoord(program: Command): void {
     )
     .option(
       "--busy-poll <time>",
-      "keep the event loop polling for up to this long while a write waits for the followers (0: never): lower latency for a core's worth of CPU while waiting",
+      "poll the sockets instead of sleeping for up to this long when messages are due (a leader's writes waiting, a follower's appends flowing; 0: never): lower latency for a core per member while writes flow",
       "0",
     )
     .option("--agent-socket <path>", "register with the host agent listening on this Unix socket")

@@ -144,8 +144,10 @@ export class RaftNode {
   /** Frames that were not well-formed Raft messages (dropped). */
   malformed = 0;
   /**
-   * Called when a proposal or a read starts waiting for the cluster. The real-I/O host may keep
-   * its event loop polling until `waiting` is false (see BusyPoller); nothing here depends on it.
+   * Called when this member can expect messages soon: a proposal or a read it leads starts waiting
+   * for the followers, or an append with entries came from the leader (writes come in runs). The
+   * real-I/O host may keep its event loop polling meanwhile (see BusyPoller); nothing here
+   * depends on it.
    */
   onWaiting: (() => void) | undefined;
 
@@ -184,6 +186,7 @@ export class RaftNode {
         return;
       }
       this.perform(this.core.receive(this.o.clock.now(), from, m));
+      if (m.t === "app" && m.entries.length > 0) this.onWaiting?.();
     });
     this.schedule();
   }
