@@ -228,9 +228,11 @@ async function hostedWrites(
   });
   const dir = mkdtempSync(join(tmpdir(), "faultline-hosted-"));
   let node: CoordNode | undefined;
+  // This process's CPUs before pinning, to give back after.
+  const mine = busyPollMs ? cpuList(process.pid) : undefined;
   let pinned = false;
   try {
-    if (busyPollMs) {
+    if (mine) {
       pinned = pinCpus([[process.pid, "0"], ...c.members.map((m) => [m.proc.pid!, "1"] as [number, string])]);
     }
     node = await CoordNode.start({
@@ -277,7 +279,7 @@ async function hostedWrites(
     try {
       await node?.stop();
     } finally {
-      if (pinned) pinCpus([[process.pid, `0-${availableParallelism() - 1}`]]);
+      if (pinned && mine) pinCpus([[process.pid, mine]]);
       await c.stop();
       rmSync(dir, { recursive: true, force: true });
     }
@@ -293,6 +295,13 @@ function pinCpus(pins: Array<[number, string]>): boolean {
   for (const [pid, cpus] of pins)
     execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
   return true;
+}
+
+/** A process's CPU list as taskset prints it ("0,1" or "0-3"); undefined without taskset. */
+function cpuList(pid: number): string | undefined {
+  if (!have("taskset")) return undefined;
+  const out = execFileSync("taskset", ["-c", "-p", String(pid)], { encoding: "utf8" });
+  return /list:\s*(\S+)/.exec(out)?.[1];
 }
 
 async function leaderOf(c: Cluster): Promise<string> {
@@ -354,7 +363,6 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
   await leaderOf(fl);
   const mem = await startFaultline({ durability: "memory", agent: false });
   await leaderOf(mem);
-
   const et = await startEtcd();
   await leaderOf(et);
   const echo = await startHelper<{ port: number }>("bench/echo-peer.ts", ["grpc"]);
@@ -374,7 +382,6 @@ export async function benchCoord(quick: boolean, replicationOnly = false): Promi
         [
           { name: "faultline", durability: "sync (LMDB)", endpoint: () => leaderOf(fl) },
           { name: "faultline", durability: "memory", endpoint: () => leaderOf(mem) },
-
           { name: "etcd 3.4", durability: "sync (bbolt + WAL fsync)", endpoint: () => leaderOf(et) },
           {
             name: "floor: gRPC echo (grpc-js, Put answered at once)",

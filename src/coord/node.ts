@@ -55,8 +55,8 @@ export interface CoordNodeOptions {
    * whenever messages are due (default 0: never): on the leader while a write or a linearizable
    * read waits for the followers, on a follower after each append that carried entries (the next
    * one tends to follow). Each wake-up of a sleeping loop costs tens of microseconds on a VM; with
-   * every member polling on a core of its own, a write from the leader's process takes p50 ~75 µs
-   * instead of ~170 on this project's test VM. It costs a core per member while writes flow: for
+   * every member polling on a core of its own, a write from the leader's process takes p50 ~90 µs
+   * instead of ~185 on this project's test VM (docs/BENCHMARKS.md, "Busy-polling"). It costs a core per member while writes flow: for
    * latency-bound clusters with cores to spare, not for cores shared with the load. See
    * runtime/busy-poll.ts.
    */
