@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { freePorts } from "../../src/cli/up-coord.ts";
 import { etcdProto } from "../../src/coord/etcd-wire.ts";
-import { CoordNode, type CoordPeer } from "../../src/coord/node.ts";
+import { CoordNode, type CoordNodeOptions, type CoordPeer } from "../../src/coord/node.ts";
 import type { RangeResponse, WatchEvent } from "../../src/coord/types.ts";
 import { isFaultlineError } from "../../src/runtime/errors.ts";
 import { waitFor } from "../fixtures/processes.ts";
@@ -25,19 +25,19 @@ describe("CoordNode: a coordination member hosted in an application's process", 
     return { members, key: randomBytes(32) };
   }
 
-  it("three in one process elect a leader, write through any member and serve etcd clients", async () => {
+  /** Three members in this process, in memory, each with `options(member)` added; their peers. */
+  async function startThree(options: (m: CoordPeer) => Partial<CoordNodeOptions>): Promise<CoordPeer[]> {
     const { members, key } = await cluster();
     for (const m of members)
       nodes.push(
-        await CoordNode.start({
-          id: m.id,
-          members,
-          clusterKey: key,
-          durability: "memory",
-          // c1's gRPC port is left out: an application that uses the member directly.
-          ...(m.id === "c1" ? { clientPort: false as const } : {}),
-        }),
+        await CoordNode.start({ id: m.id, members, clusterKey: key, durability: "memory", ...options(m) }),
       );
+    return members;
+  }
+
+  it("three in one process elect a leader, write through any member and serve etcd clients", async () => {
+    // c1's gRPC port is left out: an application that uses the member directly.
+    const members = await startThree((m) => (m.id === "c1" ? { clientPort: false } : {}));
     await waitFor(() => nodes.some((n) => n.member.raft.core.role === "leader"), "a leader");
     const [c1, c2, c3] = nodes as [CoordNode, CoordNode, CoordNode];
     expect(c1.server).toBeUndefined();
@@ -88,18 +88,7 @@ describe("CoordNode: a coordination member hosted in an application's process", 
   });
 
   it("with busyPollMs, members poll while writes flow (the leader while one waits) and sleep when idle", async () => {
-    const { members, key } = await cluster();
-    for (const m of members)
-      nodes.push(
-        await CoordNode.start({
-          id: m.id,
-          members,
-          clusterKey: key,
-          durability: "memory",
-          clientPort: false,
-          busyPollMs: 50,
-        }),
-      );
+    await startThree(() => ({ clientPort: false, busyPollMs: 50 }));
     await waitFor(() => nodes.some((n) => n.member.raft.core.role === "leader"), "a leader");
     const leader = nodes.find((n) => n.member.raft.core.role === "leader")!;
     const poller = leader.poller!;
