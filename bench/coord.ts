@@ -228,13 +228,11 @@ async function hostedWrites(
   });
   const dir = mkdtempSync(join(tmpdir(), "faultline-hosted-"));
   let node: CoordNode | undefined;
-  // This process's CPUs before pinning, to give back after.
-  const mine = busyPollMs ? cpuList(process.pid) : undefined;
-  let pinned = false;
+  // This process's CPUs before pinning, to give back after; none: the row runs unpinned (fewer
+  // than 2 CPUs, or no taskset) and says so.
+  const mine = busyPollMs && availableParallelism() >= 2 ? cpuList(process.pid) : undefined;
   try {
-    if (mine) {
-      pinned = pinCpus([[process.pid, "0"], ...c.members.map((m) => [m.proc.pid!, "1"] as [number, string])]);
-    }
+    if (mine) pinCpus([[process.pid, "0"], ...c.members.map((m) => [m.proc.pid!, "1"] as [number, string])]);
     node = await CoordNode.start({
       id: "c1",
       members: c.peers!,
@@ -270,7 +268,7 @@ async function hostedWrites(
       tp.push(w.opsPerSec);
     }
     return row(
-      `faultline, writer in the leader's process (no gRPC)${busyPollMs ? `, busy-poll ${busyPollMs} ms${pinned ? ", leader on CPU 0, followers on CPU 1" : " (not pinned)"}, one writer${failed}` : ""}`,
+      `faultline, writer in the leader's process (no gRPC)${busyPollMs ? `, busy-poll ${busyPollMs} ms${mine ? ", leader on CPU 0, followers on CPU 1" : " (not pinned)"}, one writer${failed}` : ""}`,
       durability === "sync" ? "sync (LMDB)" : "memory",
       lat,
       tp,
@@ -279,22 +277,17 @@ async function hostedWrites(
     try {
       await node?.stop();
     } finally {
-      if (pinned && mine) pinCpus([[process.pid, mine]]);
+      if (mine) pinCpus([[process.pid, mine]]);
       await c.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   }
 }
 
-/**
- * Pin each process (all its threads) to a CPU list with taskset; false when that cannot be done
- * (fewer than 2 CPUs, no taskset), and the row says it ran unpinned.
- */
-function pinCpus(pins: Array<[number, string]>): boolean {
-  if (availableParallelism() < 2 || !have("taskset")) return false;
+/** Pin each process (all its threads) to a CPU list with taskset. */
+function pinCpus(pins: Array<[number, string]>): void {
   for (const [pid, cpus] of pins)
     execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
-  return true;
 }
 
 /** A process's CPU list as taskset prints it ("0,1" or "0-3"); undefined without taskset. */
